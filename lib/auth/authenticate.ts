@@ -1,0 +1,102 @@
+/**
+ * HTTP authentication through passport: `passport-jwt` for user tokens and a server
+ * key strategy for backends. Credentials come from `Authorization: Bearer …` or, for
+ * clients that cannot set headers (EventSource), `?token=`.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { Passport } from 'passport';
+import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
+import { Strategy } from 'passport-strategy';
+import type { JwtSettings } from '../config/config.js';
+import { StreamgateError, unauthorized, unavailable } from '../errors.js';
+import type { Principal, ServerPrincipal } from './principal.js';
+import { describeTokenError, principalFromClaims, verifyOptions } from './tokens.js';
+
+/** What authentication needs of the server key store. */
+export interface ServerKeyVerifier {
+  verify(key: string): Promise<{ id: string; tenant: string } | null>;
+}
+
+/** Server keys are recognisable by their prefix, so one header carries either credential. */
+export const SERVER_KEY_PREFIX = 'sgk_';
+
+const extractToken = ExtractJwt.fromExtractors([
+  ExtractJwt.fromAuthHeaderAsBearerToken(),
+  ExtractJwt.fromUrlQueryParameter('token'),
+]);
+
+/** The raw credential of a request, or null. */
+export function credentialOf(req: Request): string | null {
+  return extractToken(req) ?? null;
+}
+
+class ServerKeyStrategy extends Strategy {
+  name = 'server-key';
+
+  constructor(private readonly keys: ServerKeyVerifier) {
+    super();
+  }
+
+  override authenticate(req: Request): void {
+    const key = credentialOf(req);
+    if (!key) return this.fail('no credentials', 401);
+    this.keys.verify(key).then(
+      (found) => {
+        if (!found) return this.fail('invalid or revoked server key', 401);
+        const principal: ServerPrincipal = { kind: 'server', tenant: found.tenant, keyId: found.id };
+        this.success(principal);
+      },
+      (err: unknown) => this.error(err instanceof StreamgateError ? err : unavailable('cannot verify server key', err)),
+    );
+  }
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    principal?: Principal;
+  }
+}
+
+/**
+ * Middleware that sets `req.principal` or answers 401 with the JSON error shape
+ * (through `next(err)`).
+ */
+export function createAuthenticator(jwtSettings: JwtSettings, keys: ServerKeyVerifier): RequestHandler {
+  const passport = new Passport();
+  const v = verifyOptions(jwtSettings);
+  const jwtOptions: StrategyOptionsWithoutRequest = {
+    jwtFromRequest: extractToken,
+    secretOrKey: v.key,
+    algorithms: v.algorithms,
+  };
+  if (v.issuer) jwtOptions.issuer = v.issuer;
+  if (v.audience) jwtOptions.audience = v.audience;
+  passport.use(
+    'jwt',
+    new JwtStrategy(jwtOptions, (payload: unknown, done: (err: unknown, user?: unknown, info?: unknown) => void) => {
+      try {
+        done(null, principalFromClaims(payload));
+      } catch (err) {
+        done(null, false, err);
+      }
+    }),
+  );
+  passport.use('server-key', new ServerKeyStrategy(keys));
+
+  return (req: Request, res: Response, next: NextFunction) => {
+    const credential = credentialOf(req);
+    if (!credential) return next(unauthorized('missing credentials: Authorization: Bearer <token or server key>'));
+    const strategy = credential.startsWith(SERVER_KEY_PREFIX) ? 'server-key' : 'jwt';
+    const handler = passport.authenticate(strategy, { session: false }, (err: unknown, user: unknown, info: unknown) => {
+      if (err) return next(err);
+      if (!user) {
+        if (info instanceof StreamgateError) return next(info);
+        if (typeof info === 'string') return next(unauthorized(info));
+        return next(unauthorized(describeTokenError(info)));
+      }
+      req.principal = user as Principal;
+      next();
+    }) as RequestHandler;
+    handler(req, res, next);
+  };
+}

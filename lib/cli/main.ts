@@ -1,0 +1,194 @@
+/**
+ * `streamgate`: the one command line (PROTOCOL §9). The composition root for the
+ * standalone processes of the Procfile.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { signUserToken } from '../auth/tokens.js';
+import { isValidTenant } from '../protocol/channel.js';
+import { createGateway } from '../gateway.js';
+import { migrateLatest } from '../store/database.js';
+import { Store } from '../store/store.js';
+
+const HELP = `streamgate: a realtime gateway on Redis Streams
+
+Usage: streamgate <command> [options]
+
+Commands:
+  serve                         run the gateway (HTTP API, WebSocket, SSE, long-poll) on PORT
+  worker                        run the background consumers (notifications, archiving)
+  migrate                       apply the database migrations
+  keys create --tenant T [--label L]
+                                create a server key; it is printed once, alone on the last line
+  keys list --tenant T          list a tenant's server keys (never the secret)
+  keys revoke <id>              revoke a server key
+  token --sub U --tid T [--name N] [--channels a,b] [--publish a,b] [--roles r1,r2] [--ttl 3600]
+                                print a user token signed with JWT_SECRET (development and tests)
+
+Environment: PORT, HOST, REDIS_URL, DATABASE_URL, JWT_SECRET, JWT_PUBLIC_KEY, JWT_ISSUER,
+JWT_AUDIENCE, NODE_ENV, STREAMGATE_CONFIG (see README.md).
+`;
+
+const out = (line: string) => process.stdout.write(line + '\n');
+const err = (line: string) => process.stderr.write(line + '\n');
+
+function list(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+async function serve(config: Config): Promise<number> {
+  if (config.jwt.generated) {
+    err(`streamgate: no JWT_SECRET set; using the development secret kept in ./data/dev-secret:`);
+    err(`  JWT_SECRET=${config.jwt.secret}`);
+    err(`  make a token with: node bin/streamgate token --sub u1 --tid t1 --channels 'team:*' --publish 'team:*'`);
+  }
+  const gateway = await createGateway({ settings: {}, migrate: config.nodeEnv !== 'production' });
+  const port = await gateway.listen();
+  const engine = config.redisUrl ? 'redis' : 'memory (single node)';
+  const database = config.databaseUrl ? 'postgresql' : `sqlite ${config.sqliteFile}`;
+  err(`streamgate: listening on http://${config.host}:${port} (engine: ${engine}, database: ${database})`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      err(`streamgate: ${signal}, shutting down`);
+      const force = setTimeout(() => {
+        err('streamgate: shutdown took longer than 10 s, exiting');
+        resolve(1);
+      }, 10_000);
+      force.unref();
+      gateway.close().then(
+        () => {
+          clearTimeout(force);
+          resolve(0);
+        },
+        (e: unknown) => {
+          err(`streamgate: error during shutdown: ${(e as Error).message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function migrate(config: Config): Promise<number> {
+  const store = await Store.open(config, { migrate: false });
+  try {
+    const applied = await migrateLatest(store.knex);
+    out(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function keys(config: Config, args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    options: { tenant: { type: 'string' }, label: { type: 'string' } },
+    allowPositionals: true,
+  });
+  const store = await Store.open(config, { migrate: config.nodeEnv !== 'production' });
+  try {
+    switch (action) {
+      case 'create': {
+        if (!isValidTenant(values.tenant)) throw new ConfigError('keys create: --tenant T is required (letters, digits, _ - . @)');
+        const created = await store.keys.create(values.tenant, values.label);
+        err(`server key ${created.id} for tenant ${created.tenant}; it is shown once, store it now:`);
+        out(created.key);
+        return 0;
+      }
+      case 'list': {
+        if (!isValidTenant(values.tenant)) throw new ConfigError('keys list: --tenant T is required');
+        for (const k of await store.keys.list(values.tenant)) {
+          out(`${k.id}\t${k.label ?? ''}\tcreated ${k.createdAt.toISOString()}\t${k.revokedAt ? `revoked ${k.revokedAt.toISOString()}` : 'active'}`);
+        }
+        return 0;
+      }
+      case 'revoke': {
+        const id = positionals[0];
+        if (!id) throw new ConfigError('keys revoke: give the key id');
+        const done = await store.keys.revoke(id);
+        err(done ? `revoked ${id}` : `no active key ${id}`);
+        return done ? 0 : 1;
+      }
+      default:
+        throw new ConfigError('keys: create, list or revoke');
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+function token(config: Config, args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    options: {
+      sub: { type: 'string' },
+      tid: { type: 'string' },
+      name: { type: 'string' },
+      channels: { type: 'string' },
+      publish: { type: 'string' },
+      roles: { type: 'string' },
+      ttl: { type: 'string', default: '3600' },
+    },
+  });
+  if (!values.sub) throw new ConfigError('token: --sub U is required');
+  if (!isValidTenant(values.tid)) throw new ConfigError('token: --tid T is required (letters, digits, _ - . @)');
+  const ttl = Number(values.ttl);
+  if (!Number.isInteger(ttl) || ttl < 1) throw new ConfigError('token: --ttl must be a positive number of seconds');
+  if (!config.jwt.secret) throw new ConfigError('token: signs with JWT_SECRET, which is not set (JWT_PUBLIC_KEY deployments sign tokens elsewhere)');
+  const opts: Parameters<typeof signUserToken>[1] = { sub: values.sub, tid: values.tid, ttlSeconds: ttl };
+  if (values.name) opts.name = values.name;
+  const channels = list(values.channels);
+  const publish = list(values.publish);
+  const roles = list(values.roles);
+  if (channels) opts.channels = channels;
+  if (publish) opts.publish = publish;
+  if (roles) opts.roles = roles;
+  if (config.jwt.issuer) opts.issuer = config.jwt.issuer;
+  if (config.jwt.audience) opts.audience = config.jwt.audience;
+  out(signUserToken(config.jwt.secret, opts));
+  return 0;
+}
+
+/** Run the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help' || args.includes('--help')) {
+    out(HELP);
+    return command ? 0 : 1;
+  }
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(loadConfig());
+      case 'worker':
+        loadConfig();
+        err('streamgate worker: the notification and archiving consumers are not built yet (see the notifications issue); nothing to run.');
+        return 0;
+      case 'migrate':
+        return await migrate(loadConfig());
+      case 'keys':
+        return await keys(loadConfig(), args);
+      case 'token':
+        return token(loadConfig(), args);
+      default:
+        err(`streamgate: unknown command ${command}\n`);
+        err(HELP);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof ConfigError || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      err(`streamgate: ${(e as Error).message}`);
+      return 2;
+    }
+    throw e;
+  }
+}

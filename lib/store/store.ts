@@ -1,0 +1,66 @@
+/**
+ * The storage facade: one knex instance and the repositories built on it.
+ */
+import type { Knex } from 'knex';
+import { unavailable } from '../errors.js';
+import { AuditWriter, type AuditWriterOptions } from './audit.js';
+import { migrateLatest, openDatabase, type DatabaseSettings } from './database.js';
+import { ServerKeyStore, type ServerKeyStoreOptions } from './server-keys.js';
+
+export interface StoreOptions {
+  /** Apply pending migrations on open (`streamgate migrate` does it as a release step). @default false */
+  migrate?: boolean;
+  audit?: AuditWriterOptions;
+  keys?: ServerKeyStoreOptions;
+}
+
+export class Store {
+  readonly keys: ServerKeyStore;
+  readonly audit: AuditWriter;
+
+  constructor(
+    readonly knex: Knex,
+    options: Omit<StoreOptions, 'migrate'> = {},
+  ) {
+    this.keys = new ServerKeyStore(knex, options.keys);
+    this.audit = new AuditWriter(knex, options.audit);
+  }
+
+  /** Open the configured database; rejects with `unavailable` when it cannot be reached. */
+  static async open(config: DatabaseSettings, options: StoreOptions = {}): Promise<Store> {
+    let knex: Knex;
+    try {
+      knex = await openDatabase(config);
+    } catch (err) {
+      throw unavailable('database unavailable', err);
+    }
+    const store = new Store(knex, options);
+    try {
+      await store.ping();
+      if (options.migrate) await migrateLatest(knex);
+    } catch (err) {
+      await store.close().catch(() => undefined);
+      throw err;
+    }
+    return store;
+  }
+
+  /** A round trip to the database (readiness checks); rejects with `unavailable`. */
+  async ping(): Promise<void> {
+    try {
+      await this.knex.raw('select 1');
+    } catch (err) {
+      throw unavailable('database unavailable', err);
+    }
+  }
+
+  /** Write the buffered audit rows, then close the pool. */
+  async close(): Promise<void> {
+    try {
+      await this.audit.close();
+    } finally {
+      await this.keys.flush();
+      await this.knex.destroy();
+    }
+  }
+}
