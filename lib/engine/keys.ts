@@ -73,8 +73,8 @@ export class EngineKeys {
 
   /**
    * `P:{s<n>}:ch:<tenant>:<channel>`, `P:{s<n>}:meta:<tenant>:<channel>` and
-   * `P:{s<n>}:idem:<tenant>:<channel>:`. Tenant ids contain no `:`, so the names are
-   * unambiguous.
+   * `P:{s<n>}:idem:<tenant>:<channel>#`. Tenant ids contain no `:` and channel names
+   * no `#`, so the names are unambiguous even though idempotency keys may hold either.
    */
   channel(tenant: string, channel: string): ChannelKeys {
     const shard = shardOf(tenant, channel, this.shards);
@@ -85,11 +85,11 @@ export class EngineKeys {
       log: `${tag}:log`,
       stream: `${tag}:ch:${name}`,
       meta: `${tag}:meta:${name}`,
-      idemPrefix: `${tag}:idem:${name}:`,
+      idemPrefix: `${tag}:idem:${name}#`,
     };
   }
 
-  /** `P:{s<n>}:idem:<tenant>:<channel>:<idempotency key>` */
+  /** `P:{s<n>}:idem:<tenant>:<channel>#<idempotency key>` */
   idem(tenant: string, channel: string, key: string): string {
     return this.channel(tenant, channel).idemPrefix + key;
   }

@@ -153,11 +153,20 @@ describe('RedisEngine (Redis specifics)', function () {
     await publisher;
 
     const seenIds = new Set<string>();
+    let scanned = 0;
     await until(() => {
-      for (const ev of seen.events.splice(0)) seenIds.add(ev.id + ' ' + ev.channel);
-      return acked.every((a) => seenIds.has(a.id + ' ' + a.channel));
+      for (; scanned < seen.events.length; scanned++) seenIds.add(seen.events[scanned]!.channel + ' ' + seen.events[scanned]!.id);
+      return acked.every((a) => seenIds.has(a.channel + ' ' + a.id));
     }, 10_000, 'the live feed to catch up');
 
+    for (const channel of channels) {
+      const fed = seen.events.filter((x) => x.channel === channel).map((x) => x.id);
+      for (let i = 1; i < fed.length; i++) expect(compareIds(fed[i - 1]!, fed[i]!)).to.be.lessThan(0);
+      // Durable, not just delivered before the crash: the channel still holds every acknowledged event.
+      const stored = new Set((await e.history('t', channel, { since: '0-0', limit: 1000 })).events.map((x) => x.id));
+      for (const a of acked) if (a.channel === channel) expect(stored.has(a.id), a.id).to.equal(true);
+    }
+    expect(refusals.length).to.be.greaterThan(0);
     for (const r of refusals) {
       expect(r.code).to.equal('unavailable');
       expect(r.ms).to.be.lessThan(5000);

@@ -5,7 +5,7 @@ id, trim both, and remember the idempotency key. Atomic, one hash slot.
 KEYS[1]  shard log        P:{s<n>}:log
 KEYS[2]  channel stream   P:{s<n>}:ch:<tenant>:<channel>
 KEYS[3]  channel meta     P:{s<n>}:meta:<tenant>:<channel>  (hash: last, trimmed)
-KEYS[4]  idempotency key  P:{s<n>}:idem:<tenant>:<channel>:<key>  (unused when ARGV[7] is "")
+KEYS[4]  idempotency key  P:{s<n>}:idem:<tenant>:<channel>#<key>  (unused when ARGV[7] is "")
 
 ARGV[1]  tenant
 ARGV[2]  channel
