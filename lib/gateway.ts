@@ -14,6 +14,14 @@ import { Hub } from './gateway/hub.js';
 import { Metrics } from './gateway/metrics.js';
 import { createRouter, sendError } from './http/app.js';
 import { Store } from './store/store.js';
+import { TokenVerifier } from './auth/tokens.js';
+import { CloseCode } from './protocol/codes.js';
+import { ConnectionRegistry } from './gateway/connections.js';
+import type { Session, SessionContext } from './gateway/session.js';
+import { WebSocketGateway } from './transports/websocket.js';
+
+/** How long shutdown waits for clients to finish the close handshake. */
+const SHUTDOWN_GRACE_MS = 2000;
 
 export interface GatewayOptions extends LoadOptions {
   /** Run pending migrations at start. @default true unless NODE_ENV=production */
@@ -30,8 +38,13 @@ export interface Gateway {
   readonly metrics: Metrics;
   /** The HTTP API; mount it where you like: `app.use('/realtime', gateway.router)`. */
   readonly router: Router;
-  /** Serve the upgrade routes (WebSocket) of `server`, under the router's mount path. */
+  /**
+   * Serve the upgrade route (`<path>/v1/ws`) of `server`; give the router's mount path
+   * (`'/realtime'`) when it is mounted under one.
+   */
   attach(server: Server, options?: { path?: string }): void;
+  /** Open client sessions on this node. */
+  readonly connections: ConnectionRegistry;
   /** Stand alone: an HTTP server with the router at `/`. Resolves to the bound port. */
   listen(port?: number, host?: string): Promise<number>;
   /** Stop accepting, close the live feed, the engine and the database. */
@@ -74,6 +87,56 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   });
   const servers = new Set<Server>();
   let closing: Promise<void> | null = null;
+  const inflight = new Set<Promise<unknown>>();
+  const connections = new ConnectionRegistry(config);
+  const publishDeps = { config, engine, metrics, audit: store.audit };
+  const ctx: SessionContext = {
+    config,
+    engine,
+    hub,
+    metrics,
+    verifier: new TokenVerifier(config.jwt),
+    publish: publishDeps,
+    track<T>(work: Promise<T>): Promise<T> {
+      inflight.add(work);
+      const done = () => inflight.delete(work);
+      work.then(done, done);
+      return work;
+    },
+    onClosed(session: Session, code: number) {
+      connections.remove(session);
+      metrics.connections.dec({ transport: session.transport.name, tenant: session.tenant });
+      store.audit.connectionClosed({
+        tenant: session.tenant,
+        userId: session.principal.userId,
+        connectionId: session.id,
+        transport: session.transport.name,
+        ip: session.info.ip,
+        userAgent: session.info.userAgent,
+        device: session.info.device,
+        closeCode: code,
+        durationMs: Date.now() - session.openedAt,
+      });
+    },
+  };
+  const websocket = new WebSocketGateway({
+    ctx,
+    verifier: ctx.verifier,
+    registry: connections,
+    isClosing: () => closing !== null,
+    onOpen(session) {
+      metrics.connections.inc({ transport: session.transport.name, tenant: session.tenant });
+      store.audit.connectionOpened({
+        tenant: session.tenant,
+        userId: session.principal.userId,
+        connectionId: session.id,
+        transport: session.transport.name,
+        ip: session.info.ip,
+        userAgent: session.info.userAgent,
+        device: session.info.device,
+      });
+    },
+  });
 
   const gateway: Gateway = {
     config,
@@ -82,8 +145,15 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     hub,
     metrics,
     router,
-    attach(server: Server) {
+    connections,
+    attach(server: Server, options: { path?: string } = {}) {
       servers.add(server);
+      const wsPath = `${(options.path ?? '').replace(/\/+$/, '')}/v1/ws`;
+      server.on('upgrade', (req, socket, head) => {
+        const path = (req.url ?? '').split('?')[0];
+        if (path === wsPath) websocket.handleUpgrade(req, socket, head);
+        else if (server.listenerCount('upgrade') === 1) socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      });
     },
     async listen(port = config.port, host = config.host) {
       const app = express();
@@ -104,7 +174,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     },
     close() {
       closing ??= (async () => {
-        await Promise.all(
+        const stopped = Promise.all(
           [...servers].map(
             (s) =>
               new Promise<void>((resolve) => {
@@ -114,6 +184,14 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
               }),
           ),
         );
+        connections.closeAll(CloseCode.GoingAway, 'server going away');
+        websocket.close();
+        await Promise.allSettled([...inflight]);
+        // Clients get a moment to answer the close handshake; then the sockets go.
+        const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref());
+        await Promise.race([stopped, grace]);
+        for (const s of servers) s.closeAllConnections();
+        await stopped;
         await feed.close();
         await engine.close();
         await store.close();

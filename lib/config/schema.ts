@@ -34,6 +34,9 @@ const limits = z.strictObject({
   connections_per_ip: z.number().int().min(1).max(1_000_000),
   heartbeat_ms: z.number().int().min(1000).max(600_000),
   pong_timeout_ms: z.number().int().min(100).max(600_000),
+  max_queued_bytes: z.number().int().min(16 * 1024).max(1024 * 1024 * 1024),
+  tenant_connections: z.number().int().min(0),
+  tenant_messages_per_second: z.number().int().min(0),
 });
 
 const redis = z.strictObject({

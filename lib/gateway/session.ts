@@ -1,0 +1,396 @@
+/**
+ * One client connection, whatever its wire (ARCHITECTURE §3): who it is, its
+ * subscriptions and their replay/live seam, its token expiry, its frame budget and its
+ * bounded outbound queue. Frames from the client are handled one at a time, in order.
+ */
+import type { UserPrincipal } from '../auth/principal.js';
+import { assertMaySubscribe } from '../auth/rules.js';
+import type { TokenVerifier } from '../auth/tokens.js';
+import type { Config } from '../config/config.js';
+import type { Engine, LogEvent } from '../engine/engine.js';
+import { StreamgateError, badRequest, forbidden, toStreamgateError } from '../errors.js';
+import { isValidChannel } from '../protocol/channel.js';
+import { CloseCode } from '../protocol/codes.js';
+import { compareIds, isEventId } from '../protocol/event-id.js';
+import { encodeEventFrame } from '../protocol/frames.js';
+import type { Hub, Subscriber } from './hub.js';
+import type { Metrics } from './metrics.js';
+import { OutboundQueue, type Lane } from './outbound-queue.js';
+import { appendEvents, preparePublish, type PublishDeps } from './publish.js';
+import { TokenBucket } from './rate-limiter.js';
+import type { Transport } from './transport.js';
+
+/** What every session of a gateway shares. */
+export interface SessionContext {
+  config: Config;
+  engine: Engine;
+  hub: Hub;
+  metrics: Metrics;
+  verifier: TokenVerifier;
+  publish: PublishDeps;
+  /** Counts an operation that must finish before shutdown completes. */
+  track<T>(work: Promise<T>): Promise<T>;
+  /** Called once when the session has ended. */
+  onClosed(session: Session, code: number): void;
+}
+
+export interface SessionInfo {
+  connectionId: string;
+  device: string | null;
+  ip: string;
+  userAgent: string;
+}
+
+/** Sent this long before the token expires, once (`token_expiring`). */
+export const EXPIRY_WARNING_MS = 60_000;
+/** Largest history page read while replaying. */
+const REPLAY_PAGE = 1000;
+/** Keep writing straight to the wire while it holds less than this. */
+const WIRE_HIGH_WATER = 256 * 1024;
+
+/** One channel subscription: the seam between the replay and the live feed. */
+class Subscription implements Subscriber {
+  /** Live frames that arrived while the replay was being read. */
+  buffer: Array<{ frame: string; event: LogEvent }> | null = [];
+  /** Live events with ids up to this one were replayed (or predate the subscription). */
+  skipUntil: string | null = null;
+
+  constructor(
+    readonly session: Session,
+    readonly channel: string,
+  ) {}
+
+  deliver(frame: string, event: LogEvent): void {
+    if (this.buffer) {
+      this.buffer.push({ frame, event });
+      return;
+    }
+    if (this.skipUntil !== null && compareIds(event.id, this.skipUntil) <= 0) return;
+    this.session.enqueue(frame, event.priority, this.channel);
+  }
+}
+
+type Frame = Record<string, unknown>;
+
+function str(frame: Frame, key: string, required: true): string;
+function str(frame: Frame, key: string, required: false): string | undefined;
+function str(frame: Frame, key: string, required: boolean): string | undefined {
+  const v = frame[key];
+  if (v === undefined && !required) return undefined;
+  if (typeof v !== 'string') throw badRequest(`${key}: ${required ? 'required ' : ''}string`);
+  return v;
+}
+
+function channelOf(frame: Frame): string {
+  const channel = frame.channel;
+  if (!isValidChannel(channel)) throw badRequest('channel: 1 to 128 of A-Z a-z 0-9 _ - : . @');
+  return channel;
+}
+
+function replyJson(id: string, fields: string): string {
+  return `{"type":"reply","id":${JSON.stringify(id)},"ok":true${fields ? ',' + fields : ''}}`;
+}
+
+export class Session {
+  readonly openedAt = Date.now();
+  principal: UserPrincipal;
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly queue = new OutboundQueue();
+  private readonly bucket: TokenBucket;
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+  private drainWatched = false;
+  private warnedExpiry = false;
+  /** Heartbeat state, driven by the gateway's one sweeper. */
+  nextPingAt: number;
+  pongDeadline = 0;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    readonly transport: Transport,
+    principal: UserPrincipal,
+    readonly info: SessionInfo,
+  ) {
+    this.principal = principal;
+    const { limits } = ctx.config;
+    this.bucket = new TokenBucket(limits.messages_per_second, limits.messages_per_second);
+    this.nextPingAt = this.openedAt + limits.heartbeat_ms;
+  }
+
+  get id(): string {
+    return this.info.connectionId;
+  }
+
+  get tenant(): string {
+    return this.principal.tenant;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** The first frame of every connection. */
+  welcome(): void {
+    const { limits } = this.ctx.config;
+    const user: { id: string; name?: string } = { id: this.principal.userId };
+    if (this.principal.name !== undefined) user.name = this.principal.name;
+    this.send(
+      JSON.stringify({
+        type: 'welcome',
+        connection_id: this.id,
+        server_time: new Date().toISOString(),
+        heartbeat_ms: limits.heartbeat_ms,
+        user,
+        limits: { max_message_bytes: limits.max_message_bytes, messages_per_second: limits.messages_per_second },
+      }),
+    );
+  }
+
+  /** A text frame from the client. */
+  receive(text: string): void {
+    if (this.closed) return;
+    const now = Date.now();
+    if (!this.bucket.take(now)) {
+      if (this.bucket.overFor(now) >= 5000) {
+        this.close(CloseCode.RateLimited, 'rate limit exceeded for too long');
+        return;
+      }
+      const id = this.peekId(text);
+      this.sendError(id, new StreamgateError('rate_limited', `more than ${this.ctx.config.limits.messages_per_second} frames per second`, { retryAfter: this.bucket.retryAfter() }));
+      return;
+    }
+    let frame: unknown;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      this.sendError(undefined, badRequest('frame is not JSON'));
+      return;
+    }
+    if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
+      this.sendError(undefined, badRequest('frame is not a JSON object'));
+      return;
+    }
+    const f = frame as Frame;
+    if (f.id !== undefined && typeof f.id !== 'string') {
+      this.sendError(undefined, badRequest('id: must be a string'));
+      return;
+    }
+    this.chain = this.chain.then(() => this.handle(f)).catch((err: unknown) => this.sendError(f.id as string | undefined, err));
+  }
+
+  private peekId(text: string): string | undefined {
+    const m = /"id"\s*:\s*"((?:[^"\\]|\\.){0,200})"/.exec(text);
+    if (!m) return undefined;
+    try {
+      return JSON.parse(`"${m[1]}"`) as string;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async handle(f: Frame): Promise<void> {
+    if (this.closed) return;
+    const id = f.id as string | undefined;
+    switch (f.type) {
+      case 'ping':
+        this.send(id === undefined ? '{"type":"pong"}' : `{"type":"pong","id":${JSON.stringify(id)}}`, 'control');
+        return;
+      case 'pong':
+        this.pongDeadline = 0;
+        return;
+      case 'subscribe':
+        return this.ctx.track(this.subscribe(id, f));
+      case 'unsubscribe':
+        return this.unsubscribe(id, f);
+      case 'publish':
+        return this.ctx.track(this.publish(id, f));
+      case 'history':
+        return this.ctx.track(this.history(id, f));
+      case 'refresh':
+        return this.refresh(id, f);
+      default:
+        throw badRequest(typeof f.type === 'string' ? `unknown frame type: ${f.type.slice(0, 64)}` : 'type: required string');
+    }
+  }
+
+  private reply(id: string | undefined, fields = ''): void {
+    if (id !== undefined) this.send(replyJson(id, fields), 'control');
+  }
+
+  private async subscribe(id: string | undefined, f: Frame): Promise<void> {
+    const channel = channelOf(f);
+    const since = str(f, 'since', false);
+    if (since !== undefined && !isEventId(since)) throw badRequest('since: an event id (<ms>-<seq>)');
+    assertMaySubscribe(this.principal, channel);
+    // A repeated subscribe starts over (a client resuming with a newer `since`).
+    this.dropSubscription(channel);
+    const sub = new Subscription(this, channel);
+    this.subscriptions.set(channel, sub);
+    this.ctx.hub.subscribe(this.tenant, channel, sub);
+
+    const { engine } = this.ctx;
+    let recovered = true;
+    let position: string | null;
+    let replay: LogEvent[] = [];
+    let more = false;
+    if (since === undefined) {
+      position = await engine.position(this.tenant, channel);
+    } else {
+      const page = await engine.history(this.tenant, channel, { since, limit: REPLAY_PAGE });
+      ({ recovered, position } = page);
+      replay = page.events;
+      more = page.events.length === REPLAY_PAGE;
+    }
+    if (this.subscriptions.get(channel) !== sub) return;
+    this.reply(id, `"channel":${JSON.stringify(channel)},"recovered":${recovered},"position":${JSON.stringify(position)}`);
+    let last = since === undefined ? position : since;
+    for (;;) {
+      for (const e of replay) this.enqueue(encodeEventFrame(e), e.priority, channel);
+      if (replay.length) last = replay[replay.length - 1]!.id;
+      if (!more || !last) break;
+      const page = await engine.history(this.tenant, channel, { since: last, limit: REPLAY_PAGE });
+      if (this.subscriptions.get(channel) !== sub) return;
+      replay = page.events;
+      more = page.events.length === REPLAY_PAGE;
+    }
+    const buffered = sub.buffer ?? [];
+    sub.buffer = null;
+    sub.skipUntil = last;
+    for (const { frame, event } of buffered) sub.deliver(frame, event);
+  }
+
+  private dropSubscription(channel: string): boolean {
+    const sub = this.subscriptions.get(channel);
+    if (!sub) return false;
+    this.subscriptions.delete(channel);
+    this.ctx.hub.unsubscribe(this.tenant, channel, sub);
+    return true;
+  }
+
+  private unsubscribe(id: string | undefined, f: Frame): void {
+    const channel = channelOf(f);
+    this.dropSubscription(channel);
+    this.reply(id, `"channel":${JSON.stringify(channel)}`);
+  }
+
+  private async publish(id: string | undefined, f: Frame): Promise<void> {
+    const body: Record<string, unknown> = {};
+    for (const k of ['event', 'data', 'priority', 'idempotency_key', 'publisher']) if (k in f) body[k] = f[k];
+    const request = preparePublish(this.ctx.config, this.principal, f.channel, body);
+    const [answer] = await appendEvents(this.ctx.publish, this.principal, [request], 'websocket');
+    this.reply(id, `"event_id":${JSON.stringify(answer!.id)},"channel":${JSON.stringify(answer!.channel)},"timestamp":${JSON.stringify(answer!.timestamp)}`);
+  }
+
+  private async history(id: string | undefined, f: Frame): Promise<void> {
+    const channel = channelOf(f);
+    const since = str(f, 'since', false);
+    if (since !== undefined && !isEventId(since)) throw badRequest('since: an event id (<ms>-<seq>)');
+    const limit = f.limit === undefined ? 100 : f.limit;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw badRequest('limit: an integer from 1 to 1000');
+    }
+    assertMaySubscribe(this.principal, channel);
+    const r = await this.ctx.engine.history(this.tenant, channel, since === undefined ? { limit } : { since, limit });
+    this.reply(id, `"channel":${JSON.stringify(channel)},"events":[${r.events.map(encodeEventFrame).join(',')}],"recovered":${r.recovered}`);
+  }
+
+  private refresh(id: string | undefined, f: Frame): void {
+    const token = str(f, 'token', true);
+    const next = this.ctx.verifier.verify(token);
+    if (next.userId !== this.principal.userId || next.tenant !== this.principal.tenant) {
+      throw forbidden('refresh: the new token is for another user or tenant');
+    }
+    this.principal = next;
+    this.warnedExpiry = false;
+    this.reply(id, `"expires_at":${JSON.stringify(new Date(next.expiresAt).toISOString())}`);
+  }
+
+  /** Called by the gateway's sweeper about once a second: heartbeat and token expiry. */
+  tick(now: number): void {
+    if (this.closed) return;
+    const { limits } = this.ctx.config;
+    if (now >= this.principal.expiresAt) {
+      this.close(CloseCode.Unauthorized, 'token expired');
+      return;
+    }
+    if (!this.warnedExpiry && this.principal.expiresAt - now <= EXPIRY_WARNING_MS) {
+      this.warnedExpiry = true;
+      this.send(`{"type":"token_expiring","expires_at":${JSON.stringify(new Date(this.principal.expiresAt).toISOString())}}`, 'control');
+    }
+    if (this.pongDeadline && now > this.pongDeadline) {
+      this.close(CloseCode.HeartbeatTimeout, 'no pong in time');
+      return;
+    }
+    if (now >= this.nextPingAt) {
+      this.nextPingAt = now + limits.heartbeat_ms;
+      if (!this.pongDeadline) this.pongDeadline = now + limits.pong_timeout_ms;
+      this.send('{"type":"ping"}', 'control');
+      this.transport.heartbeat?.();
+    }
+  }
+
+  sendError(id: string | undefined, err: unknown): void {
+    const e = toStreamgateError(err);
+    if (e.code === 'internal') process.emitWarning(`streamgate session error: ${String((e.cause as Error)?.stack ?? e.cause)}`);
+    const body: Record<string, unknown> = { type: 'error' };
+    if (id !== undefined) body.id = id;
+    body.code = e.code;
+    body.message = e.message;
+    if (e.retryAfter !== undefined) body.retry_after = Math.round(e.retryAfter * 1000) / 1000;
+    this.send(JSON.stringify(body), 'control');
+  }
+
+  /** Queue or write a control frame (replies, errors, pings, signals). */
+  send(frame: string, lane: Lane = 'control'): void {
+    this.enqueue(frame, lane, null);
+  }
+
+  /** Write a frame now if the wire keeps up, else queue it; past the bound, close 4010. */
+  enqueue(frame: string, lane: Lane, channel: string | null): void {
+    if (this.closed) return;
+    if (this.queue.length === 0 && this.transport.pendingBytes < WIRE_HIGH_WATER) {
+      this.transport.write(frame);
+      return;
+    }
+    this.queue.push(frame, lane, channel);
+    if (this.queue.bytes > this.ctx.config.limits.max_queued_bytes) {
+      this.close(CloseCode.SlowConsumer, 'slow consumer: too much undelivered output');
+      return;
+    }
+    if (!this.drainWatched) {
+      this.drainWatched = true;
+      this.transport.watchDrain();
+    }
+  }
+
+  /** The wire flushed: write what waits, until it is busy again. */
+  drain(): void {
+    this.drainWatched = false;
+    while (!this.closed && this.queue.length && this.transport.pendingBytes < WIRE_HIGH_WATER) {
+      this.transport.write(this.queue.shift()!);
+    }
+    if (this.queue.length && !this.closed) {
+      this.drainWatched = true;
+      this.transport.watchDrain();
+    }
+  }
+
+  /** End the session: unsubscribe everything and close the wire with `code`. */
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
+    this.queue.clear();
+    this.transport.close(code, reason);
+    this.ctx.onClosed(this, code);
+  }
+
+  /** The wire went away by itself (client closed, network lost). */
+  ended(code: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
+    this.queue.clear();
+    this.ctx.onClosed(this, code);
+  }
+}

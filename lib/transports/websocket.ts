@@ -1,0 +1,157 @@
+/**
+ * `GET /v1/ws` (PROTOCOL §4): authenticate and admit the upgrade (refusals are HTTP
+ * answers with a JSON body, before the upgrade), then a thin adapter from a `ws`
+ * socket to a Session.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import type { UserPrincipal } from '../auth/principal.js';
+import type { TokenVerifier } from '../auth/tokens.js';
+import { StreamgateError, badRequest, forbidden, toStreamgateError, unauthorized } from '../errors.js';
+import { CloseCode } from '../protocol/codes.js';
+import type { ConnectionRegistry } from '../gateway/connections.js';
+import { Session, type SessionContext } from '../gateway/session.js';
+import type { Transport } from '../gateway/transport.js';
+
+export const DEVICES = ['web', 'mobile', 'tablet', 'desktop'] as const;
+
+/** ws keeps the TCP socket here; we need its 'drain' to resume a queued session. */
+type SocketOf = { _socket?: Duplex & { writableLength?: number } };
+
+class WebSocketTransport implements Transport {
+  readonly name = 'websocket' as const;
+  session: Session | null = null;
+
+  constructor(private readonly ws: WebSocket) {}
+
+  get pendingBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  write(frame: string): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(frame);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(code, reason.slice(0, 120));
+  }
+
+  watchDrain(): void {
+    const socket = (this.ws as unknown as SocketOf)._socket;
+    if (!socket) return;
+    socket.once('drain', () => this.session?.drain());
+  }
+
+  heartbeat(): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.ping();
+  }
+}
+
+export interface WebSocketDeps {
+  ctx: SessionContext;
+  verifier: TokenVerifier;
+  registry: ConnectionRegistry;
+  /** True once shutdown began: new connections are refused with 503. */
+  isClosing(): boolean;
+  /** A session was admitted (metrics, audit). */
+  onOpen(session: Session): void;
+}
+
+function clientIp(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+function refuse(socket: Duplex, err: StreamgateError): void {
+  const body = JSON.stringify(err.toBody());
+  const headers = [
+    `HTTP/1.1 ${err.status} ${err.code}`,
+    'Content-Type: application/json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+  ];
+  if (err.retryAfter !== undefined) headers.push(`Retry-After: ${Math.max(1, Math.ceil(err.retryAfter))}`);
+  socket.end(headers.join('\r\n') + '\r\n\r\n' + body);
+}
+
+function tokenOf(req: IncomingMessage, url: URL): string | null {
+  const q = url.searchParams.get('token');
+  if (q) return q;
+  const h = req.headers.authorization;
+  const m = h ? /^Bearer\s+(.+)$/i.exec(h) : null;
+  return m ? m[1]!.trim() : null;
+}
+
+function onMessage(this: WebSocket & { session?: Session }, data: RawData, isBinary: boolean): void {
+  const session = this.session;
+  if (!session) return;
+  if (isBinary) {
+    session.sendError(undefined, badRequest('binary frames are not supported; send JSON text'));
+    return;
+  }
+  session.receive(data.toString());
+}
+
+export class WebSocketGateway {
+  private readonly wss: WebSocketServer;
+
+  constructor(private readonly deps: WebSocketDeps) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      perMessageDeflate: false,
+      maxPayload: deps.ctx.config.limits.max_message_bytes,
+    });
+  }
+
+  /** Handle an upgrade whose path is the WebSocket route. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    let principal: UserPrincipal;
+    let device: string | null = null;
+    const ip = clientIp(req);
+    try {
+      if (this.deps.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const token = tokenOf(req, url);
+      if (!token) throw unauthorized('missing token: ?token=<jwt> or Authorization: Bearer <jwt>');
+      if (token.startsWith('sgk_')) throw forbidden('server keys cannot open client connections; use a user token');
+      principal = this.deps.verifier.verify(token);
+      const d = url.searchParams.get('device');
+      if (d !== null) {
+        if (!(DEVICES as readonly string[]).includes(d)) throw badRequest(`device: one of ${DEVICES.join(', ')}`);
+        device = d;
+      }
+      const refusal = this.deps.registry.refusal(principal.tenant, principal.userId, ip);
+      if (refusal) throw refusal;
+    } catch (err) {
+      refuse(socket, toStreamgateError(err));
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const transport = new WebSocketTransport(ws);
+      const session = new Session(this.deps.ctx, transport, principal, {
+        connectionId: randomUUID(),
+        device,
+        ip,
+        userAgent: String(req.headers['user-agent'] ?? '').slice(0, 512),
+      });
+      transport.session = session;
+      (ws as WebSocket & { session?: Session }).session = session;
+      ws.on('message', onMessage);
+      ws.on('close', (code: number) => session.ended(code));
+      ws.on('error', () => {
+        // 'close' follows; a frame over maxPayload closes with 1009 by itself.
+      });
+      this.deps.registry.add(session);
+      this.deps.onOpen(session);
+      session.welcome();
+    });
+  }
+
+  close(): void {
+    this.wss.close();
+  }
+}
+
+export { CloseCode };
