@@ -19,6 +19,7 @@ import { CloseCode } from './protocol/codes.js';
 import { ConnectionRegistry } from './gateway/connections.js';
 import type { Session, SessionContext } from './gateway/session.js';
 import { WebSocketGateway } from './transports/websocket.js';
+import { TenantQuota } from './gateway/tenant-quota.js';
 
 /** How long shutdown waits for clients to finish the close handshake. */
 const SHUTDOWN_GRACE_MS = 2000;
@@ -77,10 +78,12 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const hub = new Hub();
   const feed: LogFeed = await engine.subscribeLog('latest', (events) => hub.dispatch(events));
+  const quota = new TenantQuota(config);
   const router = createRouter({
     config,
     engine,
     metrics,
+    quota,
     keys: store.keys,
     audit: store.audit,
     pingDatabase: () => store.ping(),
@@ -89,7 +92,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   let closing: Promise<void> | null = null;
   const inflight = new Set<Promise<unknown>>();
   const connections = new ConnectionRegistry(config);
-  const publishDeps = { config, engine, metrics, audit: store.audit };
+  const publishDeps = { config, engine, metrics, audit: store.audit, quota };
   const ctx: SessionContext = {
     config,
     engine,

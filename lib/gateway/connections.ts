@@ -4,8 +4,6 @@
  * connection), and closing them all on shutdown.
  */
 import type { Config } from '../config/config.js';
-import { rateLimited } from '../errors.js';
-import type { StreamgateError } from '../errors.js';
 import type { Session } from './session.js';
 
 function bump(map: Map<string, number>, key: string, by: number): void {
@@ -27,17 +25,17 @@ export class ConnectionRegistry {
     return this.sessions.size;
   }
 
-  /** Why a new connection must be refused (a `rate_limited` error), or null. */
-  refusal(tenant: string, userId: string, ip: string): StreamgateError | null {
+  /** Why a new connection must be refused (the close reason for 4009), or null. */
+  refusal(tenant: string, userId: string, ip: string): string | null {
     const { limits } = this.config;
     if ((this.perUser.get(tenant + '\u0000' + userId) ?? 0) >= limits.connections_per_user) {
-      return rateLimited(`connection limit reached: ${limits.connections_per_user} per user`, 5);
+      return `connection limit reached: ${limits.connections_per_user} per user`;
     }
     if ((this.perIp.get(ip) ?? 0) >= limits.connections_per_ip) {
-      return rateLimited(`connection limit reached: ${limits.connections_per_ip} per IP address`, 5);
+      return `connection limit reached: ${limits.connections_per_ip} per IP address`;
     }
     if (limits.tenant_connections > 0 && (this.perTenant.get(tenant) ?? 0) >= limits.tenant_connections) {
-      return rateLimited(`connection limit reached: ${limits.tenant_connections} for the tenant`, 5);
+      return `connection limit reached: ${limits.tenant_connections} for the tenant`;
     }
     return null;
   }

@@ -11,6 +11,7 @@ import { badRequest, forbidden, tooLarge, toStreamgateError } from '../errors.js
 import { isValidChannel } from '../protocol/channel.js';
 import { isPriority, isValidEventName, type PublisherInfo } from '../protocol/frames.js';
 import type { Metrics } from './metrics.js';
+import type { TenantQuota } from './tenant-quota.js';
 
 /** What the gateway needs of the audit log. */
 export interface PublishAudit {
@@ -29,6 +30,7 @@ export interface PublishDeps {
   engine: Engine;
   metrics: Metrics;
   audit?: PublishAudit;
+  quota?: TenantQuota;
 }
 
 export interface PublishAnswer {
@@ -98,6 +100,7 @@ export async function appendEvents(
   requests: readonly PublishRequest[],
   source: string,
 ): Promise<PublishAnswer[]> {
+  deps.quota?.charge(principal.tenant, requests.length);
   const end = deps.metrics.publishDuration.startTimer({ source });
   let results;
   try {

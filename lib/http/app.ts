@@ -11,6 +11,7 @@ import type { Engine } from '../engine/engine.js';
 import { StreamgateError, badRequest, forbidden, notFound, toStreamgateError, unauthorized } from '../errors.js';
 import type { Metrics } from '../gateway/metrics.js';
 import { appendEvents, preparePublish, type PublishAudit } from '../gateway/publish.js';
+import type { TenantQuota } from '../gateway/tenant-quota.js';
 import { isValidChannel } from '../protocol/channel.js';
 import { isEventId } from '../protocol/event-id.js';
 import { toEventFrame } from '../protocol/frames.js';
@@ -21,6 +22,7 @@ export interface HttpDeps {
   metrics: Metrics;
   keys: ServerKeyVerifier;
   audit?: PublishAudit;
+  quota?: TenantQuota;
   /** Readiness of the database (rejects when unreachable). */
   pingDatabase(): Promise<void>;
 }

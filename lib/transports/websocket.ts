@@ -122,13 +122,19 @@ export class WebSocketGateway {
         if (!(DEVICES as readonly string[]).includes(d)) throw badRequest(`device: one of ${DEVICES.join(', ')}`);
         device = d;
       }
-      const refusal = this.deps.registry.refusal(principal.tenant, principal.userId, ip);
-      if (refusal) throw refusal;
     } catch (err) {
       refuse(socket, toStreamgateError(err));
       return;
     }
+    // Over a connection limit: upgrade, then close 4009 before any welcome, because a
+    // browser can read a close code but never the status of a refused upgrade.
+    const refusal = this.deps.registry.refusal(principal.tenant, principal.userId, ip);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      if (refusal) {
+        ws.on('error', () => undefined);
+        ws.close(CloseCode.ConnectionLimit, refusal);
+        return;
+      }
       const transport = new WebSocketTransport(ws);
       const session = new Session(this.deps.ctx, transport, principal, {
         connectionId: randomUUID(),
@@ -153,5 +159,3 @@ export class WebSocketGateway {
     this.wss.close();
   }
 }
-
-export { CloseCode };
