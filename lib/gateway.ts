@@ -5,10 +5,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Router } from 'express';
-import { loadConfig, namespaceSettings, type Config, type LoadOptions } from './config/config.js';
+import { loadConfig, type Config, type LoadOptions } from './config/config.js';
 import type { Engine, LogFeed } from './engine/engine.js';
-import { MemoryEngine } from './engine/memory-engine.js';
-import { RedisEngine } from './engine/redis-engine.js';
+import { createEngine } from './engines.js';
 import { notFound } from './errors.js';
 import { Hub } from './gateway/hub.js';
 import { Metrics } from './gateway/metrics.js';
@@ -52,18 +51,6 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-export function createEngine(config: Config): Promise<Engine> | Engine {
-  const retention = (channel: string) => namespaceSettings(config, channel).retention;
-  if (!config.redisUrl) return new MemoryEngine({ retention, logMaxLength: config.redis.log_max_length });
-  return RedisEngine.create({
-    url: config.redisUrl,
-    keyPrefix: config.redis.key_prefix,
-    shards: config.redis.shards,
-    logMaxLength: config.redis.log_max_length,
-    retention,
-  });
-}
-
 /** Build a gateway: connects to the engine and the database, runs migrations, starts the live feed. */
 export async function createGateway(options: GatewayOptions = {}): Promise<Gateway> {
   const config = loadConfig(options);
@@ -77,8 +64,25 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   }
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const hub = new Hub();
-  const feed: LogFeed = await engine.subscribeLog('latest', (events) => hub.dispatch(events));
+  let feed: LogFeed;
+  try {
+    feed = await engine.subscribeLog('latest', (events) => hub.dispatch(events));
+  } catch (err) {
+    await engine.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw err;
+  }
   const quota = new TenantQuota(config);
+  const servers = new Set<Server>();
+  let closing: Promise<void> | null = null;
+  const inflight = new Set<Promise<unknown>>();
+  /** Count work that shutdown must let finish (publishes, replays). */
+  function track<T>(work: Promise<T>): Promise<T> {
+    inflight.add(work);
+    const done = () => inflight.delete(work);
+    work.then(done, done);
+    return work;
+  }
   const router = createRouter({
     config,
     engine,
@@ -87,10 +91,9 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     keys: store.keys,
     audit: store.audit,
     pingDatabase: () => store.ping(),
+    ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
+    lifecycle: { isClosing: () => closing !== null, track },
   });
-  const servers = new Set<Server>();
-  let closing: Promise<void> | null = null;
-  const inflight = new Set<Promise<unknown>>();
   const connections = new ConnectionRegistry(config);
   const publishDeps = { config, engine, metrics, audit: store.audit, quota };
   const ctx: SessionContext = {
@@ -100,12 +103,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     metrics,
     verifier: new TokenVerifier(config.jwt),
     publish: publishDeps,
-    track<T>(work: Promise<T>): Promise<T> {
-      inflight.add(work);
-      const done = () => inflight.delete(work);
-      work.then(done, done);
-      return work;
-    },
+    track,
     onClosed(session: Session, code: number) {
       connections.remove(session);
       metrics.connections.dec({ transport: session.transport.name, tenant: session.tenant });
@@ -190,6 +188,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
         connections.closeAll(CloseCode.GoingAway, 'server going away');
         websocket.close();
         await Promise.allSettled([...inflight]);
+        for (const s of servers) s.closeIdleConnections();
         // Clients get a moment to answer the close handshake; then the sockets go.
         const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref());
         await Promise.race([stopped, grace]);

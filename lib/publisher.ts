@@ -4,11 +4,12 @@
  * idempotency as the gateway, and no HTTP hop. Import it as `streamgate/publisher`.
  */
 import { loadConfig, namespaceSettings, type LoadOptions } from './config/config.js';
-import type { PublishResult } from './engine/engine.js';
-import { RedisEngine } from './engine/redis-engine.js';
-import { badRequest, tooLarge } from './errors.js';
-import { isValidChannel, isValidTenant } from './protocol/channel.js';
-import { isPriority, isValidEventName, type Priority, type PublisherInfo } from './protocol/frames.js';
+import type { Engine, PublishResult } from './engine/engine.js';
+import { createEngine } from './engines.js';
+import { badRequest } from './errors.js';
+import { assertChannel, parseEventInput } from './gateway/event-input.js';
+import { isValidTenant } from './protocol/channel.js';
+import type { Priority, PublisherInfo } from './protocol/frames.js';
 
 export interface PublisherOptions extends LoadOptions {
   /** Redis URL. @default process.env.REDIS_URL */
@@ -33,7 +34,7 @@ export interface PublishedEvent {
 
 export class Publisher {
   private constructor(
-    private readonly engine: RedisEngine,
+    private readonly engine: Engine,
     private readonly maxBytes: number,
     private readonly anonymous: (channel: string) => boolean,
   ) {}
@@ -47,33 +48,32 @@ export class Publisher {
     if (options.redisUrl) settings.redisUrl = options.redisUrl;
     const config = loadConfig({ ...options, settings, server: false });
     if (!config.redisUrl) throw new Error('Publisher needs REDIS_URL (or the redisUrl option)');
-    const engine = await RedisEngine.create({
-      url: config.redisUrl,
-      keyPrefix: config.redis.key_prefix,
-      shards: config.redis.shards,
-      logMaxLength: config.redis.log_max_length,
-      retention: (channel: string) => namespaceSettings(config, channel).retention,
-    });
+    const engine = await createEngine(config);
     return new Publisher(engine, config.limits.max_message_bytes, (channel) => namespaceSettings(config, channel).anonymous);
   }
 
   /** Append one event to `channel` of `tenant`; resolves once Redis has it. */
   async publish(tenant: string, channel: string, options: PublishOptions): Promise<PublishedEvent> {
     if (!isValidTenant(tenant)) throw badRequest('tenant: 1 to 64 of A-Z a-z 0-9 _ - . @');
-    if (!isValidChannel(channel)) throw badRequest('channel: 1 to 128 of A-Z a-z 0-9 _ - : . @');
-    if (!isValidEventName(options.event)) throw badRequest('event: a name of 1 to 128 of A-Z a-z 0-9 _ - : . @ /');
-    if (options.priority !== undefined && !isPriority(options.priority)) throw badRequest('priority: emergency, high, normal or low');
-    if (options.data === undefined) throw badRequest('data: required (any JSON value)');
-    const dataJson = JSON.stringify(options.data);
-    if (Buffer.byteLength(dataJson) > this.maxBytes) throw tooLarge(`data is larger than ${this.maxBytes} bytes`);
+    assertChannel(channel);
+    const input = parseEventInput(
+      {
+        event: options.event,
+        data: options.data,
+        priority: options.priority,
+        idempotency_key: options.idempotencyKey,
+        publisher: options.publisher,
+      },
+      this.maxBytes,
+    );
     const r: PublishResult = await this.engine.publish({
       tenant,
       channel,
-      event: options.event,
-      dataJson,
-      priority: options.priority ?? 'normal',
-      publisher: this.anonymous(channel) ? null : options.publisher ?? null,
-      ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
+      event: input.event,
+      dataJson: input.dataJson,
+      priority: input.priority,
+      publisher: this.anonymous(channel) ? null : input.publisher ?? null,
+      ...(input.idempotencyKey === undefined ? {} : { idempotencyKey: input.idempotencyKey }),
     });
     return { id: r.id, channel, timestamp: r.timestamp, duplicate: r.duplicate };
   }

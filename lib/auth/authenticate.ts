@@ -25,9 +25,18 @@ const extractToken = ExtractJwt.fromExtractors([
   ExtractJwt.fromUrlQueryParameter('token'),
 ]);
 
-/** The raw credential of a request, or null. */
+const fromHeader = ExtractJwt.fromAuthHeaderAsBearerToken();
+
+/**
+ * The raw credential of a request, or null. Server keys are taken from the
+ * Authorization header only: a key in a URL ends up in proxy and access logs.
+ */
 export function credentialOf(req: Request): string | null {
-  return extractToken(req) ?? null;
+  const header = fromHeader(req);
+  if (header) return header;
+  const query = extractToken(req);
+  if (query?.startsWith(SERVER_KEY_PREFIX)) return null;
+  return query ?? null;
 }
 
 class ServerKeyStrategy extends Strategy {
@@ -65,7 +74,7 @@ export function createAuthenticator(jwtSettings: JwtSettings, keys: ServerKeyVer
   const passport = new Passport();
   const v = verifyOptions(jwtSettings);
   const jwtOptions: StrategyOptionsWithoutRequest = {
-    jwtFromRequest: extractToken,
+    jwtFromRequest: (req: Request) => credentialOf(req),
     secretOrKey: v.key,
     algorithms: v.algorithms,
   };
@@ -85,7 +94,10 @@ export function createAuthenticator(jwtSettings: JwtSettings, keys: ServerKeyVer
 
   return (req: Request, res: Response, next: NextFunction) => {
     const credential = credentialOf(req);
-    if (!credential) return next(unauthorized('missing credentials: Authorization: Bearer <token or server key>'));
+    if (!credential) {
+      const inQuery = typeof req.query.token === 'string' && req.query.token.startsWith(SERVER_KEY_PREFIX);
+      return next(unauthorized(inQuery ? 'server keys go in the Authorization header, never in the URL' : 'missing credentials: Authorization: Bearer <token or server key>'));
+    }
     const strategy = credential.startsWith(SERVER_KEY_PREFIX) ? 'server-key' : 'jwt';
     const handler = passport.authenticate(strategy, { session: false }, (err: unknown, user: unknown, info: unknown) => {
       if (err) return next(err);

@@ -57,7 +57,7 @@ async function serve(config: Config): Promise<number> {
       err(`streamgate: ${signal}, shutting down`);
       const force = setTimeout(() => {
         err('streamgate: shutdown took longer than 10 s, exiting');
-        resolve(1);
+        process.exit(1);
       }, 10_000);
       force.unref();
       gateway.close().then(

@@ -51,6 +51,8 @@ export interface Config {
   /** PostgreSQL schema to use (tests isolate themselves with one). */
   databaseSchema?: string;
   jwt: JwtSettings;
+  /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
   namespaces: Readonly<Record<string, NamespaceSettings>>;
   defaults: NamespaceSettings;
   limits: Limits;
@@ -140,6 +142,17 @@ function parsePort(value: string | undefined, fallback: number): number {
   return n;
 }
 
+function checkUrl(name: string, value: string | undefined, protocols: string[]): void {
+  if (value === undefined) return;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`${name}: not a URL`);
+  }
+  if (!protocols.includes(url.protocol)) throw new ConfigError(`${name}: must start with ${protocols.map((p) => p + '//').join(' or ')}`);
+}
+
 /** The development secret, generated once and kept in `<dataDir>/dev-secret` so `streamgate token` can use it. */
 function developmentSecret(dataDir: string): string {
   const file = join(dataDir, 'dev-secret');
@@ -184,6 +197,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
     generated: false,
   };
 
+  if (jwt.secret && jwt.publicKey) {
+    throw new ConfigError('JWT_SECRET and JWT_PUBLIC_KEY are both set: choose HS256 (secret) or RS256/ES256 (public key)');
+  }
+  checkUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:']);
+  checkUrl('DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']);
   const server = options.server ?? true;
   if (production && server) {
     const missing: string[] = [];
@@ -211,6 +229,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     sqliteFile: s.sqliteFile ?? join(dataDir, 'streamgate.sqlite'),
     databaseSchema: s.databaseSchema ?? (env.DATABASE_SCHEMA || undefined),
     jwt: Object.freeze(jwt),
+    metricsToken: env.METRICS_TOKEN || undefined,
     namespaces: Object.freeze(
       Object.fromEntries(
         Object.entries(file.namespaces).map(([name, ns]) => [

@@ -4,6 +4,9 @@
  * shard log, so the publish script touches one slot, also on Redis Cluster.
  */
 
+import { isValidChannel, isValidTenant } from '../protocol/channel.js';
+import { badRequest } from '../errors.js';
+
 /**
  * The shard of a channel: FNV-1a (32 bit) over `tenant + "\0" + channel`, mod `shards`.
  * Shared by both engines so a channel lives on the same shard index everywhere.
@@ -77,6 +80,8 @@ export class EngineKeys {
    * no `#`, so the names are unambiguous even though idempotency keys may hold either.
    */
   channel(tenant: string, channel: string): ChannelKeys {
+    // Callers validate; this guards the key layout itself against direct engine users.
+    if (!isValidTenant(tenant) || !isValidChannel(channel)) throw badRequest('invalid tenant or channel name');
     const shard = shardOf(tenant, channel, this.shards);
     const tag = `${this.prefix}:{s${shard}}`;
     const name = `${tenant}:${channel}`;

@@ -75,6 +75,7 @@ export class MemoryEngine implements Engine {
   private flushScheduled = false;
   private closed = false;
   private publishesSinceSweep = 0;
+  private lastSweep = Date.now();
 
   constructor(options: MemoryEngineOptions) {
     this.retention = options.retention;
@@ -101,7 +102,7 @@ export class MemoryEngine implements Engine {
     const chKey = req.tenant + '\u0000' + req.channel;
     const now = Date.now();
     let idemKey: string | undefined;
-    if (req.idempotencyKey !== undefined) {
+    if (req.idempotencyKey) {
       idemKey = chKey + '\u0000' + req.idempotencyKey;
       const hit = this.idempotency.get(idemKey);
       if (hit && hit.expiresAt > now) {
@@ -129,14 +130,14 @@ export class MemoryEngine implements Engine {
     this.trim(ch, req.channel, idTime(id));
     if (idemKey) this.idempotency.set(idemKey, { id, expiresAt: now + IDEMPOTENCY_TTL_SECONDS * 1000 });
     this.appendToLog(event);
-    if (++this.publishesSinceSweep >= 1000) this.sweep(now);
+    if (++this.publishesSinceSweep >= 1000 || now - this.lastSweep > 60_000) this.sweep(now);
     return { id, timestamp: event.timestamp, duplicate: false };
   }
 
   /** Keep at least `count` events younger than `seconds`, trimming in small batches. */
   private trim(ch: ChannelLog, channel: string, nowMs: number): void {
     const { count, seconds } = this.retention(channel);
-    const slack = Math.max(1, Math.floor(count / 10));
+    const slack = Math.min(1000, Math.max(1, Math.floor(count / 10)));
     let drop = 0;
     if (ch.events.length > count + slack) drop = ch.events.length - count;
     const boundary = nowMs - seconds * 1000;
@@ -147,10 +148,18 @@ export class MemoryEngine implements Engine {
     }
   }
 
-  /** Forget expired idempotency keys and channels that retention emptied. */
+  /**
+   * Forget expired idempotency keys and channels idle past their retention (as Redis
+   * expires idle channel streams), so ephemeral channels do not leak.
+   */
   private sweep(now: number): void {
     this.publishesSinceSweep = 0;
+    this.lastSweep = now;
     for (const [k, v] of this.idempotency) if (v.expiresAt <= now) this.idempotency.delete(k);
+    for (const [k, ch] of this.channels) {
+      const channel = k.slice(k.indexOf('\u0000') + 1);
+      if (ch.last !== null && idTime(ch.last) < now - this.retention(channel).seconds * 1000) this.channels.delete(k);
+    }
   }
 
   private appendToLog(event: LogEvent): void {
@@ -204,7 +213,10 @@ export class MemoryEngine implements Engine {
       if (compareIds(events[mid]!.id, since) <= 0) lo = mid + 1;
       else hi = mid;
     }
-    const recovered = ch?.trimmed == null || compareIds(since, ch.trimmed) >= 0;
+    let recovered: boolean;
+    if (ch) recovered = ch.trimmed === null || compareIds(since, ch.trimmed) >= 0;
+    // No record at all: a real position older than the retention may have lost events.
+    else recovered = since === '0-0' || idTime(since) >= Date.now() - this.retention(channel).seconds * 1000;
     return { events: events.slice(lo, lo + query.limit), recovered, position };
   }
 

@@ -9,7 +9,6 @@ import type { TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config/config.js';
 import type { Engine, LogEvent } from '../engine/engine.js';
 import { StreamgateError, badRequest, forbidden, toStreamgateError } from '../errors.js';
-import { isValidChannel } from '../protocol/channel.js';
 import { CloseCode } from '../protocol/codes.js';
 import { compareIds, isEventId } from '../protocol/event-id.js';
 import { encodeEventFrame } from '../protocol/frames.js';
@@ -17,6 +16,7 @@ import type { Hub, Subscriber } from './hub.js';
 import type { Metrics } from './metrics.js';
 import { OutboundQueue, type Lane } from './outbound-queue.js';
 import { appendEvents, preparePublish, type PublishDeps } from './publish.js';
+import { assertChannel, parseHistoryQuery } from './event-input.js';
 import { TokenBucket } from './rate-limiter.js';
 import type { Transport } from './transport.js';
 
@@ -83,7 +83,7 @@ function str(frame: Frame, key: string, required: boolean): string | undefined {
 
 function channelOf(frame: Frame): string {
   const channel = frame.channel;
-  if (!isValidChannel(channel)) throw badRequest('channel: 1 to 128 of A-Z a-z 0-9 _ - : . @');
+  assertChannel(channel);
   return channel;
 }
 
@@ -228,7 +228,18 @@ export class Session {
     this.subscriptions.set(channel, sub);
     this.ctx.hub.subscribe(this.tenant, channel, sub);
 
+    try {
+      await this.replayAndGoLive(id, sub, since);
+    } catch (err) {
+      // A failed subscribe leaves nothing behind (no buffer filling with live events).
+      if (this.subscriptions.get(channel) === sub) this.dropSubscription(channel);
+      throw err;
+    }
+  }
+
+  private async replayAndGoLive(id: string | undefined, sub: Subscription, since: string | undefined): Promise<void> {
     const { engine } = this.ctx;
+    const channel = sub.channel;
     let recovered = true;
     let position: string | null;
     let replay: LogEvent[] = [];
@@ -283,14 +294,10 @@ export class Session {
 
   private async history(id: string | undefined, f: Frame): Promise<void> {
     const channel = channelOf(f);
-    const since = str(f, 'since', false);
-    if (since !== undefined && !isEventId(since)) throw badRequest('since: an event id (<ms>-<seq>)');
-    const limit = f.limit === undefined ? 100 : f.limit;
-    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 1000) {
-      throw badRequest('limit: an integer from 1 to 1000');
-    }
+    if (typeof f.limit === 'string') throw badRequest('limit: an integer from 1 to 1000');
+    const query = parseHistoryQuery(f.since, f.limit);
     assertMaySubscribe(this.principal, channel);
-    const r = await this.ctx.engine.history(this.tenant, channel, since === undefined ? { limit } : { since, limit });
+    const r = await this.ctx.engine.history(this.tenant, channel, query);
     this.reply(id, `"channel":${JSON.stringify(channel)},"events":[${r.events.map(encodeEventFrame).join(',')}],"recovered":${r.recovered}`);
   }
 

@@ -69,6 +69,13 @@ describe('configuration', () => {
     expect(() => loadConfig({ env: { ...baseEnv(), STREAMGATE_CONFIG: '/nonexistent/sg.json' } })).to.throw(ConfigError, /cannot read/);
   });
 
+  it('refuses conflicting or malformed settings', () => {
+    expect(() => loadConfig({ env: { ...baseEnv(), JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----' } })).to.throw(ConfigError, /both set/);
+    expect(() => loadConfig({ env: { ...baseEnv(), REDIS_URL: 'localhost:6379' } })).to.throw(ConfigError, /REDIS_URL/);
+    expect(() => loadConfig({ env: { ...baseEnv(), DATABASE_URL: 'mysql://x/y' } })).to.throw(ConfigError, /DATABASE_URL/);
+    expect(loadConfig({ env: { ...baseEnv(), REDIS_URL: 'rediss://h:6380/0', DATABASE_URL: 'postgresql://u@h/db' } }).redisUrl).to.equal('rediss://h:6380/0');
+  });
+
   it('refuses to start in production without real secrets, Redis and PostgreSQL', () => {
     const env = { NODE_ENV: 'production', STREAMGATE_DATA_DIR: mkdtempSync(join(tmpdir(), 'sg-data-')) };
     expect(() => loadConfig({ env })).to.throw(ConfigError, /JWT_SECRET or JWT_PUBLIC_KEY, REDIS_URL, DATABASE_URL/);

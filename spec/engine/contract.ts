@@ -105,6 +105,14 @@ export function engineContract(name: string, factory: EngineFactory): void {
       expect(await engine.position('t1', 'nothing:here')).to.equal(null);
     });
 
+    it('answers a since on a channel with no record: recovered unless older than the retention', async () => {
+      const old = await engine.history('t1', 'never:published', { since: '1000-0', limit: 10 });
+      expect(old).to.deep.equal({ events: [], recovered: false, position: null });
+      const recent = await engine.history('t1', 'never:published', { since: `${Date.now() - 1000}-0`, limit: 10 });
+      expect(recent.recovered).to.equal(true);
+      expect((await engine.history('t1', 'never:published', { since: '0-0', limit: 10 })).recovered).to.equal(true);
+    });
+
     it('trims by retention and then answers recovered:false for a since before the trim', async () => {
       const ids: string[] = [];
       for (let i = 0; i < 30; i++) ids.push((await publish(engine, 't1', 'short:x', i)).id);

@@ -102,6 +102,17 @@ describe('HTTP API', function () {
       expect((await history('team:bad')).body.events.length).to.equal(before);
     });
 
+    it('refuses a body that names another channel than the URL, and a junk gzip body', async () => {
+      expectError(await publish('team:1', { channel: 'team:2', event: 'x', data: 1 }), 400, 'bad_request');
+      const junk = await fetch(`${g.url}/v1/channels/team:1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ann}`, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        body: 'definitely not gzip',
+      });
+      expect(junk.status).to.equal(400);
+      expect(((await junk.json()) as any).error.code).to.equal('bad_request');
+    });
+
     it('refuses a body over 64 KiB with 413 too_large', async () => {
       const res = await publish('team:1', { event: 'big', data: 'x'.repeat(70 * 1024) });
       expectError(res, 413, 'too_large');
@@ -151,6 +162,12 @@ describe('HTTP API', function () {
       expect(h.body.events[0].publisher).to.deep.equal({ id: 'bot', name: 'Bot' });
       const none = await publish('team:srv', { event: 'y', data: 1 }, serverKey);
       expect((await history('team:srv', `?since=${res.body.id}`, serverKey)).body.events[0]).to.include({ id: none.body.id }).and.not.have.property('publisher');
+    });
+
+    it('are refused in the URL (they would land in access logs)', async () => {
+      const res = await request(`${g.url}/v1/channels/team:1/events?token=${serverKey}`, { body: { event: 'x', data: 1 } });
+      expectError(res, 401, 'unauthorized');
+      expect(res.body.error.message).to.match(/Authorization header/);
     });
 
     it('a wrong, malformed or revoked key is 401', async () => {
@@ -283,6 +300,30 @@ describe('HTTP API', function () {
       expect(row).to.include({ tenant: 'acme', channel: 'team:audit', event: 'audited', publisherKind: 'user', publisherId: 'ann' });
       expect(row!.at).to.be.instanceOf(Date);
     });
+  });
+});
+
+describe('HTTP API with METRICS_TOKEN', function () {
+  it('protects /metrics with the token', async () => {
+    const { createGateway } = await import('../../lib/gateway.js');
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'sg-metrics-'));
+    const gw = await createGateway({
+      env: { NODE_ENV: 'test', STREAMGATE_DATA_DIR: dir, METRICS_TOKEN: 'scrape-me' },
+      defaultMetrics: false,
+      settings: { sqliteFile: join(dir, 'db.sqlite'), jwt: { secret: TEST_SECRET } },
+    });
+    try {
+      const port = await gw.listen(0, '127.0.0.1');
+      expectError(await request(`http://127.0.0.1:${port}/metrics`), 401, 'unauthorized');
+      const ok = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: 'Bearer scrape-me' } });
+      expect(ok.status).to.equal(200);
+      expect(await ok.text()).to.include('streamgate_connections');
+    } finally {
+      await gw.close();
+    }
   });
 });
 

@@ -104,11 +104,15 @@ describe('Node API', function () {
   it('Publisher validates its input before touching Redis', async () => {
     const p = await Publisher.connect({ redisUrl: testRedisUrl(), env: {}, override: { redis: { key_prefix: prefix, shards: 4 } } });
     try {
-      for (const [tenant, channel, event] of [['a:b', 'team:1', 'x'], ['acme', 'bad channel', 'x'], ['acme', 'team:1', 'bad event']]) {
+      for (const [tenant, channel, event, key] of [['a:b', 'team:1', 'x'], ['acme', 'bad channel', 'x'], ['acme', 'team:1', 'bad event'], ['acme', 'team:1', 'x', '']]) {
         let code: string | undefined;
-        await p.publish(tenant!, channel!, { event: event!, data: 1 }).catch((e: { code: string }) => (code = e.code));
-        expect(code).to.equal('bad_request');
+        const opts = key === undefined ? { event: event!, data: 1 } : { event: event!, data: 1, idempotencyKey: key };
+        await p.publish(tenant!, channel!, opts).catch((e: { code: string }) => (code = e.code));
+        expect(code, `${tenant} ${channel} ${event} ${key}`).to.equal('bad_request');
       }
+      let tooBig: string | undefined;
+      await p.publish('acme', 'team:1', { event: 'x', data: 'y'.repeat(70_000) }).catch((e: { code: string }) => (tooBig = e.code));
+      expect(tooBig).to.equal('too_large');
     } finally {
       await p.close();
     }

@@ -470,6 +470,10 @@ describe('WebSocket when Redis goes away', function () {
       const r = await c.request({ type: 'publish', channel: 'team:r', event: 'x', data: 1 }, 8000);
       expect(r).to.include({ type: 'error', code: 'unavailable' });
       expect(Date.now() - t0).to.be.below(5000);
+      // a subscribe that fails leaves no subscription behind
+      const s = await c.request({ type: 'subscribe', channel: 'team:other', since: '0-0' }, 8000);
+      expect(s).to.include({ type: 'error', code: 'unavailable' });
+      expect(g.gateway.hub.subscriberCount('acme', 'team:other')).to.equal(0);
       await redis.restart();
       let ok: any = null;
       for (let i = 0; i < 50 && !(ok && ok.type === 'reply'); i++) {

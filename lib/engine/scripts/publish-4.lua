@@ -74,7 +74,12 @@ if type(added) == 'table' and added.err then
   -- reset under it. Append again after the channel's latest id so ids still
   -- strictly increase in both streams.
   redis.call('XDEL', log, id)
-  local top = redis.call('XREVRANGE', ch, '+', '-', 'COUNT', 1)[1][1]
+  -- The stream's last generated id, even when its entries were all trimmed.
+  local info = redis.call('XINFO', 'STREAM', ch)
+  local top = '0-0'
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = info[i + 1] end
+  end
   local ms, seq = parse(top)
   id = redis.call('XADD', log, 'MAXLEN', '~', maxlen, string.format('%d-%d', ms, seq + 1),
     'tenant', ARGV[1], 'channel', ARGV[2], unpack(fields))
@@ -86,7 +91,7 @@ redis.call('HSET', meta, 'last', id)
 -- Count: let the stream grow by a slack, then cut back to exactly `count`, so the
 -- XRANGE that finds the last trimmed id is paid once every `slack` publishes.
 local len = redis.call('XLEN', ch)
-local slack = math.max(1, math.floor(count / 10))
+local slack = math.min(1000, math.max(1, math.floor(count / 10)))
 if len > count + slack then
   local old = redis.call('XRANGE', ch, '-', '+', 'COUNT', len - count)
   trimmedUpTo(old[#old][1])
