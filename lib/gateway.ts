@@ -94,7 +94,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
     lifecycle: { isClosing: () => closing !== null, track },
   });
-  const connections = new ConnectionRegistry(config);
+  const connections = new ConnectionRegistry(config, engine);
   const publishDeps = { config, engine, metrics, audit: store.audit, quota };
   const ctx: SessionContext = {
     config,

@@ -81,6 +81,18 @@ export interface ClaimOptions {
   count?: number;
 }
 
+/** A limit on connections held under one name (a user, an IP address, a tenant). */
+export interface SlotClaim {
+  name: string;
+  limit: number;
+}
+
+/** The slots a connection holds, for refreshing them. */
+export interface HeldSlots {
+  names: readonly string[];
+  connectionId: string;
+}
+
 export interface Engine {
   readonly kind: 'memory' | 'redis';
   /** Number of shard logs; positions arrays have this length. */
@@ -101,6 +113,16 @@ export interface Engine {
   ack(group: string, entries: ReadonlyArray<Pick<GroupEntry, 'shard' | 'id'>>): Promise<number>;
   /** Take over entries another consumer left pending for longer than `minIdleMs`. */
   claimStale(group: string, consumer: string, options: ClaimOptions): Promise<GroupEntry[]>;
+
+  /**
+   * Take a slot under each claim's name for `connectionId`, counted across every node.
+   * Slots expire after `ttlMs` unless refreshed, so a dead node's connections free
+   * theirs. Resolves -1 when all were taken, else the index of the first full claim
+   * (and then holds none of them).
+   */
+  acquireSlots(claims: readonly SlotClaim[], connectionId: string, ttlMs: number): Promise<number>;
+  refreshSlots(held: readonly HeldSlots[], ttlMs: number): Promise<void>;
+  releaseSlots(names: readonly string[], connectionId: string): Promise<void>;
 
   /** Resolves when the store answers; rejects with `unavailable` otherwise. */
   ping(): Promise<void>;

@@ -62,6 +62,11 @@ export class EngineKeys {
     this.shards = shards;
   }
 
+  /** `P:slots:<name>`: the connections holding a slot under `name` (connection limits). */
+  slots(name: string): string {
+    return `${this.prefix}:slots:${name}`;
+  }
+
   /** `P:{s<n>}:log` */
   log(shard: number): string {
     return `${this.prefix}:{s${shard}}:log`;

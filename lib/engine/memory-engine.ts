@@ -13,6 +13,7 @@ import {
   type GroupEntry,
   type GroupReadOptions,
   type HistoryQuery,
+  type HeldSlots,
   type HistoryResult,
   type LogEvent,
   type LogFeed,
@@ -20,6 +21,7 @@ import {
   type PublishRequest,
   type PublishResult,
   type RetentionResolver,
+  type SlotClaim,
 } from './engine.js';
 
 export interface MemoryEngineOptions {
@@ -70,6 +72,8 @@ export class MemoryEngine implements Engine {
   private readonly feeds = new Set<Feed>();
   private readonly groups = new Map<string, Group>();
   private readonly groupWaiters = new Set<() => void>();
+  /** Connection slots: name → connection id → expiry (ms). */
+  private readonly slots = new Map<string, Map<string, number>>();
   private lastMs = 0;
   private lastSeq = 0;
   private flushScheduled = false;
@@ -312,6 +316,38 @@ export class MemoryEngine implements Engine {
       out.push({ shard: 0, id, event: p.event });
     }
     return out;
+  }
+
+  async acquireSlots(claims: readonly SlotClaim[], connectionId: string, ttlMs: number): Promise<number> {
+    this.check();
+    const now = Date.now();
+    for (const [i, claim] of claims.entries()) {
+      const held = this.slots.get(claim.name);
+      if (!held) continue;
+      for (const [id, expiry] of held) if (expiry <= now) held.delete(id);
+      if (!held.has(connectionId) && held.size >= claim.limit) return i;
+    }
+    for (const claim of claims) {
+      let held = this.slots.get(claim.name);
+      if (!held) this.slots.set(claim.name, (held = new Map()));
+      held.set(connectionId, now + ttlMs);
+    }
+    return -1;
+  }
+
+  async refreshSlots(held: readonly HeldSlots[], ttlMs: number): Promise<void> {
+    this.check();
+    const expiry = Date.now() + ttlMs;
+    for (const h of held) for (const name of h.names) this.slots.get(name)?.set(h.connectionId, expiry);
+  }
+
+  async releaseSlots(names: readonly string[], connectionId: string): Promise<void> {
+    for (const name of names) {
+      const held = this.slots.get(name);
+      if (!held) continue;
+      held.delete(connectionId);
+      if (held.size === 0) this.slots.delete(name);
+    }
   }
 
   async ping(): Promise<void> {

@@ -19,10 +19,13 @@ import {
   type PublishRequest,
   type PublishResult,
   type RetentionResolver,
+  type SlotClaim,
+  type HeldSlots,
 } from './engine.js';
 import { EngineKeys } from './keys.js';
 import { entryToEvent, FEED_BLOCK_MS, parseEntries, parseReadReply, RedisLiveFeed } from './redis-live-feed.js';
 import { loadScripts, runScript, toEngineError } from './script-loader.js';
+import { acquireSlots, refreshSlots, releaseSlots } from './redis-slots.js';
 
 export interface RedisEngineOptions {
   /** `redis://…` or `rediss://…` */
@@ -393,6 +396,18 @@ export class RedisEngine implements Engine {
       }
     }
     return entries;
+  }
+
+  acquireSlots(claims: readonly SlotClaim[], connectionId: string, ttlMs: number): Promise<number> {
+    return acquireSlots(this.redis, this.keys, claims, connectionId, ttlMs);
+  }
+
+  refreshSlots(held: readonly HeldSlots[], ttlMs: number): Promise<void> {
+    return refreshSlots(this.redis, this.keys, held, ttlMs);
+  }
+
+  releaseSlots(names: readonly string[], connectionId: string): Promise<void> {
+    return releaseSlots(this.redis, this.keys, names, connectionId);
   }
 
   async ping(): Promise<void> {

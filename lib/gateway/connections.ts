@@ -1,61 +1,79 @@
 /**
- * The node's open sessions: connection limits per user, per IP and per tenant, the one
- * sweeper that drives every session's heartbeat and token expiry (no timer per
- * connection), and closing them all on shutdown.
+ * The node's open sessions: connection limits per user, per IP and per tenant
+ * (counted across every node through the engine's slots), the one sweeper that drives
+ * every session's heartbeat and token expiry (no timer per connection), and closing
+ * them all on shutdown.
  */
 import type { Config } from '../config/config.js';
+import type { Engine, SlotClaim } from '../engine/engine.js';
 import type { Session } from './session.js';
 
-function bump(map: Map<string, number>, key: string, by: number): void {
-  const n = (map.get(key) ?? 0) + by;
-  if (n <= 0) map.delete(key);
-  else map.set(key, n);
+/** A slot lives this long unless its node refreshes it. */
+export const SLOT_TTL_MS = 30_000;
+const SLOT_REFRESH_MS = 10_000;
+const SWEEP_MS = 250;
+
+export interface Admission {
+  /** Null when admitted; else why not (the 4009 close reason). */
+  refusal: string | null;
+  /** The slot names held, to pass to `add`. */
+  slots: string[];
 }
 
 export class ConnectionRegistry {
-  private readonly sessions = new Set<Session>();
-  private readonly perUser = new Map<string, number>();
-  private readonly perIp = new Map<string, number>();
-  private readonly perTenant = new Map<string, number>();
+  private readonly sessions = new Map<Session, readonly string[]>();
   private sweeper: NodeJS.Timeout | null = null;
+  private lastRefresh = Date.now();
+  private refreshing = false;
 
-  constructor(private readonly config: Config) {}
+  constructor(
+    private readonly config: Config,
+    private readonly engine: Engine,
+  ) {}
 
   get size(): number {
     return this.sessions.size;
   }
 
-  /** Why a new connection must be refused (the close reason for 4009), or null. */
-  refusal(tenant: string, userId: string, ip: string): string | null {
+  /**
+   * Take the connection's slots under the per-user, per-IP and per-tenant limits.
+   * Rejects with `unavailable` when the engine cannot count.
+   */
+  async admit(tenant: string, userId: string, ip: string, connectionId: string): Promise<Admission> {
     const { limits } = this.config;
-    if ((this.perUser.get(tenant + '\u0000' + userId) ?? 0) >= limits.connections_per_user) {
-      return `connection limit reached: ${limits.connections_per_user} per user`;
+    const claims: SlotClaim[] = [
+      { name: `user:${tenant}:${userId}`, limit: limits.connections_per_user },
+      { name: `ip:${ip}`, limit: limits.connections_per_ip },
+    ];
+    const reasons = [`${limits.connections_per_user} per user`, `${limits.connections_per_ip} per IP address`];
+    if (limits.tenant_connections > 0) {
+      claims.push({ name: `tenant:${tenant}`, limit: limits.tenant_connections });
+      reasons.push(`${limits.tenant_connections} for the tenant`);
     }
-    if ((this.perIp.get(ip) ?? 0) >= limits.connections_per_ip) {
-      return `connection limit reached: ${limits.connections_per_ip} per IP address`;
-    }
-    if (limits.tenant_connections > 0 && (this.perTenant.get(tenant) ?? 0) >= limits.tenant_connections) {
-      return `connection limit reached: ${limits.tenant_connections} for the tenant`;
-    }
-    return null;
+    const full = await this.engine.acquireSlots(claims, connectionId, SLOT_TTL_MS);
+    const slots = claims.map((c) => c.name);
+    if (full === -1) return { refusal: null, slots };
+    return { refusal: `connection limit reached: ${reasons[full]}`, slots: [] };
   }
 
-  add(session: Session): void {
-    this.sessions.add(session);
-    bump(this.perUser, session.tenant + '\u0000' + session.principal.userId, 1);
-    bump(this.perIp, session.info.ip, 1);
-    bump(this.perTenant, session.tenant, 1);
+  /** Give back slots of a connection that never became a session. */
+  release(slots: readonly string[], connectionId: string): void {
+    this.engine.releaseSlots(slots, connectionId).catch(() => undefined);
+  }
+
+  add(session: Session, slots: readonly string[]): void {
+    this.sessions.set(session, slots);
     if (!this.sweeper) {
-      this.sweeper = setInterval(() => this.sweep(), 250);
+      this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
       this.sweeper.unref();
     }
   }
 
   remove(session: Session): void {
-    if (!this.sessions.delete(session)) return;
-    bump(this.perUser, session.tenant + '\u0000' + session.principal.userId, -1);
-    bump(this.perIp, session.info.ip, -1);
-    bump(this.perTenant, session.tenant, -1);
+    const slots = this.sessions.get(session);
+    if (!slots) return;
+    this.sessions.delete(session);
+    this.release(slots, session.id);
     if (this.sessions.size === 0 && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = null;
@@ -64,11 +82,21 @@ export class ConnectionRegistry {
 
   private sweep(): void {
     const now = Date.now();
-    for (const s of this.sessions) s.tick(now);
+    for (const s of this.sessions.keys()) s.tick(now);
+    if (now - this.lastRefresh >= SLOT_REFRESH_MS && !this.refreshing) {
+      this.lastRefresh = now;
+      this.refreshing = true;
+      const held = [...this.sessions].map(([s, names]) => ({ names, connectionId: s.id }));
+      // A failed refresh is retried on the next round; slots outlive two missed rounds.
+      this.engine
+        .refreshSlots(held, SLOT_TTL_MS)
+        .catch(() => undefined)
+        .finally(() => (this.refreshing = false));
+    }
   }
 
   /** Close every session (shutdown: 1001). */
   closeAll(code: number, reason: string): void {
-    for (const s of [...this.sessions]) s.close(code, reason);
+    for (const s of [...this.sessions.keys()]) s.close(code, reason);
   }
 }

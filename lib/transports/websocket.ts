@@ -126,20 +126,37 @@ export class WebSocketGateway {
       refuse(socket, toStreamgateError(err));
       return;
     }
-    // Over a connection limit: upgrade, then close 4009 before any welcome, because a
-    // browser can read a close code but never the status of a refused upgrade.
-    const refusal = this.deps.registry.refusal(principal.tenant, principal.userId, ip);
+    const connectionId = randomUUID();
+    this.deps.registry.admit(principal.tenant, principal.userId, ip, connectionId).then(
+      (admission) => this.upgrade(req, socket, head, { principal, device, ip, connectionId, ...admission }),
+      (err: unknown) => refuse(socket, toStreamgateError(err)),
+    );
+  }
+
+  private upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    a: { principal: UserPrincipal; device: string | null; ip: string; connectionId: string; refusal: string | null; slots: string[] },
+  ): void {
+    if (socket.destroyed || this.deps.isClosing()) {
+      this.deps.registry.release(a.slots, a.connectionId);
+      socket.destroy();
+      return;
+    }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      if (refusal) {
+      // Over a connection limit: upgraded, then closed 4009 before any welcome, because a
+      // browser can read a close code but never the status of a refused upgrade.
+      if (a.refusal) {
         ws.on('error', () => undefined);
-        ws.close(CloseCode.ConnectionLimit, refusal);
+        ws.close(CloseCode.ConnectionLimit, a.refusal);
         return;
       }
       const transport = new WebSocketTransport(ws);
-      const session = new Session(this.deps.ctx, transport, principal, {
-        connectionId: randomUUID(),
-        device,
-        ip,
+      const session = new Session(this.deps.ctx, transport, a.principal, {
+        connectionId: a.connectionId,
+        device: a.device,
+        ip: a.ip,
         userAgent: String(req.headers['user-agent'] ?? '').slice(0, 512),
       });
       transport.session = session;
@@ -149,7 +166,7 @@ export class WebSocketGateway {
       ws.on('error', () => {
         // 'close' follows; a frame over maxPayload closes with 1009 by itself.
       });
-      this.deps.registry.add(session);
+      this.deps.registry.add(session, a.slots);
       this.deps.onOpen(session);
       session.welcome();
     });

@@ -244,6 +244,30 @@ export function engineContract(name: string, factory: EngineFactory): void {
       expect(await engine.readGroup('workers', 'c1', { count: 10 })).to.have.length(0);
     });
 
+    it('counts connection slots: limits, release, expiry and refresh', async () => {
+      const user = { name: 'user:t1:ann', limit: 2 };
+      const ip = { name: 'ip:127.0.0.1', limit: 3 };
+      expect(await engine.acquireSlots([user, ip], 'c1', 60_000)).to.equal(-1);
+      expect(await engine.acquireSlots([user, ip], 'c1', 60_000)).to.equal(-1); // the same connection again
+      expect(await engine.acquireSlots([user, ip], 'c2', 60_000)).to.equal(-1);
+      expect(await engine.acquireSlots([ip, user], 'c3', 60_000)).to.equal(1);
+      // the refused connection holds nothing: the IP slot it took was given back
+      expect(await engine.acquireSlots([ip], 'c4', 60_000)).to.equal(-1);
+      expect(await engine.acquireSlots([ip], 'c5', 60_000)).to.equal(0);
+      await engine.releaseSlots([user.name, ip.name], 'c1');
+      expect(await engine.acquireSlots([user], 'c3', 60_000)).to.equal(-1);
+      // slots a node stops refreshing expire; refreshed ones stay
+      const short = { name: 'user:t1:bo', limit: 1 };
+      expect(await engine.acquireSlots([short], 'k1', 150)).to.equal(-1);
+      expect(await engine.acquireSlots([short], 'k2', 150)).to.equal(0);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await engine.acquireSlots([short], 'k2', 150)).to.equal(-1);
+      await new Promise((r) => setTimeout(r, 100));
+      await engine.refreshSlots([{ names: [short.name], connectionId: 'k2' }], 150);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await engine.acquireSlots([short], 'k3', 150)).to.equal(0);
+    });
+
     it('blocks a group read until an event arrives, bounded by blockMs', async () => {
       await engine.ensureGroup('blockers', 'latest');
       const t0 = Date.now();

@@ -457,6 +457,32 @@ describe('WebSocket limits, heartbeat and expiry', function () {
   });
 });
 
+describe('WebSocket connection limits across nodes', function () {
+  this.timeout(20_000);
+  it('counts a user\'s connections on every node of one Redis', async () => {
+    const a = await startGateway({ redisUrl: testRedisUrl() });
+    const b = await startGateway({ redisUrl: testRedisUrl(), keyPrefix: a.keyPrefix });
+    const clients: TestClient[] = [];
+    try {
+      const token = a.token({ sub: 'roamer', tid: 'acme' });
+      for (let i = 0; i < 5; i++) clients.push(await connect(i % 2 ? b.url : a.url, token));
+      for (const g of [a, b]) {
+        const ws = new WebSocket(`${g.url.replace('http', 'ws')}/v1/ws?token=${token}`);
+        const code = await new Promise<number>((resolve) => ws.on('close', (c) => resolve(c)));
+        expect(code).to.equal(4009);
+      }
+      await clients.shift()!.close();
+      await sleep(100);
+      clients.push(await connect(b.url, token));
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await a.close();
+      await b.close();
+      await deleteKeysWithPrefix(a.keyPrefix);
+    }
+  });
+});
+
 describe('WebSocket when Redis goes away', function () {
   this.timeout(30_000);
   it('publish answers unavailable in bounded time; subscribers get what was published after Redis returns', async () => {
