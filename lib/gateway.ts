@@ -19,6 +19,9 @@ import { ConnectionRegistry } from './gateway/connections.js';
 import type { Session, SessionContext } from './gateway/session.js';
 import { WebSocketGateway } from './transports/websocket.js';
 import { TenantQuota } from './gateway/tenant-quota.js';
+import { serveSse, type StreamDeps } from './transports/sse.js';
+import { PollGateway } from './transports/poll.js';
+import { Announcements } from './transports/announcements.js';
 
 /** How long shutdown waits for clients to finish the close handshake. */
 const SHUTDOWN_GRACE_MS = 2000;
@@ -83,17 +86,6 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     work.then(done, done);
     return work;
   }
-  const router = createRouter({
-    config,
-    engine,
-    metrics,
-    quota,
-    keys: store.keys,
-    audit: store.audit,
-    pingDatabase: () => store.ping(),
-    ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
-    lifecycle: { isClosing: () => closing !== null, track },
-  });
   const connections = new ConnectionRegistry(config, engine);
   const publishDeps = { config, engine, metrics, audit: store.audit, quota };
   const ctx: SessionContext = {
@@ -120,7 +112,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
       });
     },
   };
-  const websocket = new WebSocketGateway({
+  const streamDeps: StreamDeps = {
     ctx,
     verifier: ctx.verifier,
     registry: connections,
@@ -136,6 +128,25 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
         userAgent: session.info.userAgent,
         device: session.info.device,
       });
+    },
+  };
+  const websocket = new WebSocketGateway(streamDeps);
+  const polls = new PollGateway(streamDeps);
+  const announcements = new Announcements(hub, ctx.verifier, metrics, () => closing !== null);
+  const router = createRouter({
+    config,
+    engine,
+    metrics,
+    quota,
+    keys: store.keys,
+    audit: store.audit,
+    pingDatabase: () => store.ping(),
+    ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
+    lifecycle: { isClosing: () => closing !== null, track },
+    streams: {
+      sse: (req, res) => void serveSse(streamDeps, req, res),
+      poll: (req, res) => void polls.serve(req, res),
+      announcements: (req, res) => announcements.serve(req, res),
     },
   });
 
@@ -187,6 +198,8 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
         );
         connections.closeAll(CloseCode.GoingAway, 'server going away');
         websocket.close();
+        polls.releaseAll();
+        announcements.close();
         await Promise.allSettled([...inflight]);
         for (const s of servers) s.closeIdleConnections();
         // Clients get a moment to answer the close handshake; then the sockets go.

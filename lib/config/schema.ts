@@ -35,6 +35,7 @@ const limits = z.strictObject({
   heartbeat_ms: z.number().int().min(1000).max(600_000),
   pong_timeout_ms: z.number().int().min(100).max(600_000),
   max_queued_bytes: z.number().int().min(16 * 1024).max(1024 * 1024 * 1024),
+  sse_comment_ms: z.number().int().min(1000).max(600_000),
   tenant_connections: z.number().int().min(0),
   tenant_messages_per_second: z.number().int().min(0),
 });

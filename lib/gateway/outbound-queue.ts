@@ -6,20 +6,21 @@
  * its lane.
  */
 import type { Priority } from '../protocol/frames.js';
+import type { EventMark, FrameKind } from './transport.js';
 
 export type Lane = 'control' | Priority;
 const LANES: readonly Lane[] = ['control', 'emergency', 'high', 'normal', 'low'];
 const RANK: Readonly<Record<Lane, number>> = { control: 0, emergency: 1, high: 2, normal: 3, low: 4 };
 
-interface Item {
+export interface QueuedFrame {
   frame: string;
-  bytes: number;
-  channel: string | null;
+  kind: FrameKind;
+  mark: EventMark | undefined;
 }
 
 export class OutboundQueue {
-  private readonly lanes: Item[][] = LANES.map(() => []);
-  /** The best lane each channel's queued events are in. */
+  private readonly lanes: QueuedFrame[][] = LANES.map(() => []);
+  /** The lane each channel's queued events are in. */
   private readonly channelLane = new Map<string, number>();
   /** How many events of each channel are queued. */
   private readonly channelCount = new Map<string, number>();
@@ -34,9 +35,10 @@ export class OutboundQueue {
     return this._length;
   }
 
-  push(frame: string, lane: Lane, channel: string | null = null): void {
+  push(item: QueuedFrame, lane: Lane): void {
     let rank = RANK[lane];
-    if (channel !== null) {
+    const channel = item.mark?.channel;
+    if (channel !== undefined) {
       const current = this.channelLane.get(channel);
       if (current !== undefined && current !== rank) {
         if (rank < current) this.promote(channel, current, rank);
@@ -45,35 +47,37 @@ export class OutboundQueue {
       this.channelLane.set(channel, rank);
       this.channelCount.set(channel, (this.channelCount.get(channel) ?? 0) + 1);
     }
-    const bytes = frame.length;
-    this.lanes[rank]!.push({ frame, bytes, channel });
-    this._bytes += bytes;
+    this.lanes[rank]!.push(item);
+    this._bytes += item.frame.length;
     this._length++;
   }
 
   /** Move a channel's queued events from lane `from` to `to`, keeping their order. */
   private promote(channel: string, from: number, to: number): void {
-    const keep: Item[] = [];
-    for (const item of this.lanes[from]!) (item.channel === channel ? this.lanes[to]! : keep).push(item);
+    const keep: QueuedFrame[] = [];
+    const moved: QueuedFrame[] = [];
+    for (const item of this.lanes[from]!) (item.mark?.channel === channel ? moved : keep).push(item);
     this.lanes[from] = keep;
+    this.lanes[to]!.push(...moved);
   }
 
-  shift(): string | undefined {
+  shift(): QueuedFrame | undefined {
     for (const lane of this.lanes) {
       const item = lane.shift();
       if (!item) continue;
-      this._bytes -= item.bytes;
+      this._bytes -= item.frame.length;
       this._length--;
-      if (item.channel !== null) {
-        const left = this.channelCount.get(item.channel)! - 1;
+      const channel = item.mark?.channel;
+      if (channel !== undefined) {
+        const left = this.channelCount.get(channel)! - 1;
         if (left === 0) {
-          this.channelCount.delete(item.channel);
-          this.channelLane.delete(item.channel);
+          this.channelCount.delete(channel);
+          this.channelLane.delete(channel);
         } else {
-          this.channelCount.set(item.channel, left);
+          this.channelCount.set(channel, left);
         }
       }
-      return item.frame;
+      return item;
     }
     return undefined;
   }

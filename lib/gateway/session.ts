@@ -14,11 +14,11 @@ import { compareIds, isEventId } from '../protocol/event-id.js';
 import { encodeEventFrame } from '../protocol/frames.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Metrics } from './metrics.js';
-import { OutboundQueue, type Lane } from './outbound-queue.js';
+import { OutboundQueue, type Lane, type QueuedFrame } from './outbound-queue.js';
 import { appendEvents, preparePublish, type PublishDeps } from './publish.js';
 import { assertChannel, parseHistoryQuery } from './event-input.js';
 import { TokenBucket } from './rate-limiter.js';
-import type { Transport } from './transport.js';
+import type { FrameKind, Transport } from './transport.js';
 
 /** What every session of a gateway shares. */
 export interface SessionContext {
@@ -39,6 +39,11 @@ export interface SessionInfo {
   device: string | null;
   ip: string;
   userAgent: string;
+}
+
+export interface SubscribeResult {
+  recovered: boolean;
+  position: string | null;
 }
 
 /** Sent this long before the token expires, once (`token_expiring`). */
@@ -66,7 +71,7 @@ class Subscription implements Subscriber {
       return;
     }
     if (this.skipUntil !== null && compareIds(event.id, this.skipUntil) <= 0) return;
-    this.session.enqueue(frame, event.priority, this.channel);
+    this.session.enqueueEvent(frame, event);
   }
 }
 
@@ -114,7 +119,7 @@ export class Session {
     this.principal = principal;
     const { limits } = ctx.config;
     this.bucket = new TokenBucket(limits.messages_per_second, limits.messages_per_second);
-    this.nextPingAt = this.openedAt + limits.heartbeat_ms;
+    this.nextPingAt = this.openedAt + (transport.keepalive === 'comment' ? limits.sse_comment_ms : limits.heartbeat_ms);
   }
 
   get id(): string {
@@ -143,6 +148,7 @@ export class Session {
         user,
         limits: { max_message_bytes: limits.max_message_bytes, messages_per_second: limits.messages_per_second },
       }),
+      'welcome',
     );
   }
 
@@ -193,7 +199,7 @@ export class Session {
     const id = f.id as string | undefined;
     switch (f.type) {
       case 'ping':
-        this.send(id === undefined ? '{"type":"pong"}' : `{"type":"pong","id":${JSON.stringify(id)}}`, 'control');
+        this.send(id === undefined ? '{"type":"pong"}' : `{"type":"pong","id":${JSON.stringify(id)}}`, 'pong');
         return;
       case 'pong':
         this.pongDeadline = 0;
@@ -214,7 +220,7 @@ export class Session {
   }
 
   private reply(id: string | undefined, fields = ''): void {
-    if (id !== undefined) this.send(replyJson(id, fields), 'control');
+    if (id !== undefined) this.send(replyJson(id, fields), 'reply');
   }
 
   private async subscribe(id: string | undefined, f: Frame): Promise<void> {
@@ -222,14 +228,24 @@ export class Session {
     const since = str(f, 'since', false);
     if (since !== undefined && !isEventId(since)) throw badRequest('since: an event id (<ms>-<seq>)');
     assertMaySubscribe(this.principal, channel);
-    // A repeated subscribe starts over (a client resuming with a newer `since`).
+    await this.subscribeChannel(channel, since, (r) =>
+      this.reply(id, `"channel":${JSON.stringify(channel)},"recovered":${r.recovered},"position":${JSON.stringify(r.position)}`),
+    );
+  }
+
+  /**
+   * Subscribe to an allowed channel: register live delivery (held back), read the replay
+   * after `since`, call `announce` (the reply, or a `reset` frame), send the replay, then
+   * release the held live events, skipping those already replayed. Subscribing again
+   * starts over.
+   */
+  async subscribeChannel(channel: string, since: string | undefined, announce: (r: SubscribeResult) => void): Promise<SubscribeResult> {
     this.dropSubscription(channel);
     const sub = new Subscription(this, channel);
     this.subscriptions.set(channel, sub);
     this.ctx.hub.subscribe(this.tenant, channel, sub);
-
     try {
-      await this.replayAndGoLive(id, sub, since);
+      return await this.replayAndGoLive(sub, since, announce);
     } catch (err) {
       // A failed subscribe leaves nothing behind (no buffer filling with live events).
       if (this.subscriptions.get(channel) === sub) this.dropSubscription(channel);
@@ -237,7 +253,7 @@ export class Session {
     }
   }
 
-  private async replayAndGoLive(id: string | undefined, sub: Subscription, since: string | undefined): Promise<void> {
+  private async replayAndGoLive(sub: Subscription, since: string | undefined, announce: (r: SubscribeResult) => void): Promise<SubscribeResult> {
     const { engine } = this.ctx;
     const channel = sub.channel;
     let recovered = true;
@@ -252,15 +268,16 @@ export class Session {
       replay = page.events;
       more = page.events.length === REPLAY_PAGE;
     }
-    if (this.subscriptions.get(channel) !== sub) return;
-    this.reply(id, `"channel":${JSON.stringify(channel)},"recovered":${recovered},"position":${JSON.stringify(position)}`);
+    const result = { recovered, position };
+    if (this.subscriptions.get(channel) !== sub) return result;
+    announce(result);
     let last = since === undefined ? position : since;
     for (;;) {
-      for (const e of replay) this.enqueue(encodeEventFrame(e), e.priority, channel);
+      for (const e of replay) this.enqueueEvent(encodeEventFrame(e), e);
       if (replay.length) last = replay[replay.length - 1]!.id;
       if (!more || !last) break;
       const page = await engine.history(this.tenant, channel, { since: last, limit: REPLAY_PAGE });
-      if (this.subscriptions.get(channel) !== sub) return;
+      if (this.subscriptions.get(channel) !== sub) return result;
       replay = page.events;
       more = page.events.length === REPLAY_PAGE;
     }
@@ -268,6 +285,7 @@ export class Session {
     sub.buffer = null;
     sub.skipUntil = last;
     for (const { frame, event } of buffered) sub.deliver(frame, event);
+    return result;
   }
 
   private dropSubscription(channel: string): boolean {
@@ -322,16 +340,22 @@ export class Session {
     }
     if (!this.warnedExpiry && this.principal.expiresAt - now <= EXPIRY_WARNING_MS) {
       this.warnedExpiry = true;
-      this.send(`{"type":"token_expiring","expires_at":${JSON.stringify(new Date(this.principal.expiresAt).toISOString())}}`, 'control');
+      this.send(`{"type":"token_expiring","expires_at":${JSON.stringify(new Date(this.principal.expiresAt).toISOString())}}`, 'token_expiring');
     }
-    if (this.pongDeadline && now > this.pongDeadline) {
-      this.close(CloseCode.HeartbeatTimeout, 'no pong in time');
-      return;
-    }
-    if (now >= this.nextPingAt) {
-      this.nextPingAt = now + limits.heartbeat_ms;
-      if (!this.pongDeadline) this.pongDeadline = now + limits.pong_timeout_ms;
-      this.send('{"type":"ping"}', 'control');
+    const keepalive = this.transport.keepalive;
+    if (keepalive === 'ping') {
+      if (this.pongDeadline && now > this.pongDeadline) {
+        this.close(CloseCode.HeartbeatTimeout, 'no pong in time');
+        return;
+      }
+      if (now >= this.nextPingAt) {
+        this.nextPingAt = now + limits.heartbeat_ms;
+        if (!this.pongDeadline) this.pongDeadline = now + limits.pong_timeout_ms;
+        this.send('{"type":"ping"}', 'ping');
+        this.transport.heartbeat?.();
+      }
+    } else if (keepalive === 'comment' && now >= this.nextPingAt) {
+      this.nextPingAt = now + limits.sse_comment_ms;
       this.transport.heartbeat?.();
     }
   }
@@ -344,22 +368,27 @@ export class Session {
     body.code = e.code;
     body.message = e.message;
     if (e.retryAfter !== undefined) body.retry_after = Math.round(e.retryAfter * 1000) / 1000;
-    this.send(JSON.stringify(body), 'control');
+    this.send(JSON.stringify(body), 'error');
   }
 
-  /** Queue or write a control frame (replies, errors, pings, signals). */
-  send(frame: string, lane: Lane = 'control'): void {
-    this.enqueue(frame, lane, null);
+  /** Queue or write a control frame (replies, errors, pings, signals) of type `kind`. */
+  send(frame: string, kind: FrameKind): void {
+    this.enqueue({ frame, kind, mark: undefined }, 'control');
+  }
+
+  /** Queue or write a durable event frame. */
+  enqueueEvent(frame: string, event: LogEvent): void {
+    this.enqueue({ frame, kind: 'event', mark: { channel: event.channel, id: event.id } }, event.priority);
   }
 
   /** Write a frame now if the wire keeps up, else queue it; past the bound, close 4010. */
-  enqueue(frame: string, lane: Lane, channel: string | null): void {
+  private enqueue(item: QueuedFrame, lane: Lane): void {
     if (this.closed) return;
     if (this.queue.length === 0 && this.transport.pendingBytes < WIRE_HIGH_WATER) {
-      this.transport.write(frame);
+      this.transport.write(item.frame, item.kind, item.mark);
       return;
     }
-    this.queue.push(frame, lane, channel);
+    this.queue.push(item, lane);
     if (this.queue.bytes > this.ctx.config.limits.max_queued_bytes) {
       this.close(CloseCode.SlowConsumer, 'slow consumer: too much undelivered output');
       return;
@@ -374,12 +403,18 @@ export class Session {
   drain(): void {
     this.drainWatched = false;
     while (!this.closed && this.queue.length && this.transport.pendingBytes < WIRE_HIGH_WATER) {
-      this.transport.write(this.queue.shift()!);
+      const item = this.queue.shift()!;
+      this.transport.write(item.frame, item.kind, item.mark);
     }
     if (this.queue.length && !this.closed) {
       this.drainWatched = true;
       this.transport.watchDrain();
     }
+  }
+
+  /** Subscribed channels. */
+  channels(): string[] {
+    return [...this.subscriptions.keys()];
   }
 
   /** End the session: unsubscribe everything and close the wire with `code`. */

@@ -26,6 +26,12 @@ export interface HttpDeps {
   pingDatabase(): Promise<void>;
   /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
+  /** The streaming routes (SSE, long-polling, announcements), served by the transports. */
+  streams?: {
+    sse(req: Request, res: Response): void;
+    poll(req: Request, res: Response): void;
+    announcements(req: Request, res: Response): void;
+  };
   /** Shutdown: new requests are refused, publishes in flight are waited for. */
   lifecycle?: { isClosing(): boolean; track<T>(work: Promise<T>): Promise<T> };
 }
@@ -139,6 +145,13 @@ export function createRouter(deps: HttpDeps): Router {
       max_message_bytes: config.limits.max_message_bytes,
     });
   });
+
+  if (deps.streams) {
+    const streams = deps.streams;
+    router.get('/v1/sse', (req, res) => streams.sse(req, res));
+    router.get('/v1/poll', (req, res) => streams.poll(req, res));
+    router.get('/v1/announcements', (req, res) => streams.announcements(req, res));
+  }
 
   router.post('/v1/channels/:channel/events', authenticate, jsonOne, async (req, res, next) => {
     try {

@@ -22,6 +22,7 @@ type SocketOf = { _socket?: Duplex & { writableLength?: number } };
 
 class WebSocketTransport implements Transport {
   readonly name = 'websocket' as const;
+  readonly keepalive = 'ping' as const;
   session: Session | null = null;
 
   constructor(private readonly ws: WebSocket) {}

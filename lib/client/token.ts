@@ -1,0 +1,85 @@
+/**
+ * The user's token: the current one, a single in-flight refresh, and when to refresh
+ * next (from the JWT's `exp`, read without verifying: the server does that).
+ */
+import { StreamgateClientError } from './errors.js';
+
+/** Refresh this long before `exp`, as the server's `token_expiring` does. */
+const REFRESH_BEFORE_MS = 60_000;
+/** A token that expires within this is not used for a new connection. */
+const MIN_VALIDITY_MS = 5_000;
+
+export class TokenSource {
+  private token: string | null;
+  private inflight: Promise<string> | null = null;
+  /** When the current token was obtained (ms). */
+  obtainedAt = Date.now();
+
+  constructor(
+    initial: string | undefined,
+    private readonly getToken: (() => string | Promise<string>) | undefined,
+  ) {
+    this.token = initial ?? null;
+  }
+
+  get canRefresh(): boolean {
+    return this.getToken !== undefined;
+  }
+
+  get current(): string | null {
+    return this.token;
+  }
+
+  /** A token good for a new connection: the current one, or a new one when it is missing or about to expire. */
+  async fresh(): Promise<string> {
+    const exp = this.expiresAt();
+    if (this.token && (exp === null || exp - Date.now() > MIN_VALIDITY_MS || !this.getToken)) return this.token;
+    return this.refresh();
+  }
+
+  /** Ask `getToken` for a new token; concurrent callers share one call. */
+  refresh(): Promise<string> {
+    if (!this.getToken) {
+      return Promise.reject(new StreamgateClientError('unauthorized', 'the token was refused and there is no getToken to renew it'));
+    }
+    this.inflight ??= (async () => {
+      try {
+        const token = await this.getToken!();
+        if (typeof token !== 'string' || token === '') throw new StreamgateClientError('unauthorized', 'getToken returned no token');
+        this.token = token;
+        this.obtainedAt = Date.now();
+        return token;
+      } finally {
+        this.inflight = null;
+      }
+    })();
+    return this.inflight;
+  }
+
+  /** The token's `exp` in ms, or null when it has none or is not a JWT. */
+  expiresAt(): number | null {
+    return this.token ? jwtExpiry(this.token) : null;
+  }
+
+  /**
+   * When to renew: a minute before `exp`, but not before half the token's life, so a
+   * short-lived token is not renewed in a loop.
+   */
+  refreshAt(): number | null {
+    const exp = this.expiresAt();
+    if (exp === null || !this.getToken) return null;
+    return Math.max(exp - REFRESH_BEFORE_MS, this.obtainedAt + (exp - this.obtainedAt) / 2);
+  }
+}
+
+function jwtExpiry(token: string): number | null {
+  const part = token.split('.')[1];
+  if (!part) return null;
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))) as { exp?: unknown };
+    return typeof claims.exp === 'number' ? claims.exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * The seam between the client and its three wires (WebSocket, SSE, long-polling):
+ * the client never asks which one it has.
+ */
+import type { EventFrame, JsonValue, Priority } from '../protocol/frames.js';
+import type { TokenSource } from './token.js';
+import type {
+  EventSourceConstructor,
+  FetchFunction,
+  HistoryOptions,
+  HistoryResult,
+  PublishResult,
+  TimeoutOptions,
+  TransportName,
+  WebSocketConstructor,
+} from './types.js';
+
+/** Frames a transport hands to the client. */
+export type InboundFrame =
+  | EventFrame
+  | { type: 'reset'; channel: string }
+  | { type: 'presence' | 'typing' | 'receipt'; channel: string; [key: string]: unknown };
+
+export interface ServerLimits {
+  heartbeatMs?: number;
+  maxMessageBytes?: number;
+}
+
+export interface CloseInfo {
+  /** Nothing ever came through (no welcome, no poll answer): a capability failure. */
+  neverWorked: boolean;
+  reason: string;
+  closeCode?: number;
+  status?: number;
+}
+
+export interface PublishRequest {
+  channel: string;
+  event: string;
+  data: JsonValue;
+  priority?: Priority;
+  idempotency_key: string;
+}
+
+export interface SubscribeAnswer {
+  recovered: boolean;
+  /** The channel's latest event id when the subscription began (null: none). */
+  position: string | null;
+}
+
+/** What a transport reports to its client. Calls from a transport that is no longer current are ignored. */
+export interface TransportHost {
+  /** Usable: subscribe and publish may go through it. */
+  opened(t: ClientTransport, limits: ServerLimits): void;
+  /** Frames came through the wire itself (the capability works). */
+  confirmed(t: ClientTransport): void;
+  closed(t: ClientTransport, info: CloseInfo): void;
+  frame(t: ClientTransport, frame: InboundFrame): void;
+  /** The server warned that the token expires soon (WebSocket `token_expiring`). */
+  tokenExpiring(t: ClientTransport): void;
+  /** A server error that answers no request. */
+  error(t: ClientTransport, error: Error): void;
+  /** The last event id kept for a channel, or null. */
+  lastId(channel: string): string | null;
+}
+
+export interface TransportContext {
+  /** Base URL without a trailing slash, `http:` or `https:`. */
+  baseUrl: string;
+  tokens: TokenSource;
+  fetch: FetchFunction | undefined;
+  WebSocket: WebSocketConstructor | undefined;
+  EventSource: EventSourceConstructor | undefined;
+  timeouts: Required<TimeoutOptions>;
+  device: string | undefined;
+}
+
+export interface ClientTransport {
+  readonly name: TransportName;
+  /** Publishes may be sent without waiting for the previous answer (one ordered socket). */
+  readonly pipelined: boolean;
+  open(): void;
+  /** Close on the client's initiative; no more host calls. */
+  close(): void;
+  /**
+   * Deliver the channel's events after `since` (null: from now). `known`: the server
+   * already accepted this channel for this client, no need to check again.
+   */
+  subscribe(channel: string, since: string | null, known: boolean): Promise<SubscribeAnswer>;
+  unsubscribe(channel: string): void;
+  publish(request: PublishRequest): Promise<PublishResult>;
+  history(channel: string, options: HistoryOptions): Promise<HistoryResult>;
+  /** Give the connection a renewed token. */
+  refresh(token: string): Promise<void>;
+}

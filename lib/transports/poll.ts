@@ -1,0 +1,171 @@
+/**
+ * `GET /v1/poll` (PROTOCOL §6): one request at a time, each a short-lived session that
+ * subscribes from the cursor, answers with what waits (or the first thing to arrive,
+ * or nothing at the timeout) and ends. The cursor is stateless, so consecutive polls may
+ * land on different nodes and lose nothing.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { badRequest, StreamgateError } from '../errors.js';
+import { Cursor } from '../gateway/cursor.js';
+import { ZERO_ID } from '../protocol/event-id.js';
+import { Session } from '../gateway/session.js';
+import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
+import type { StreamDeps } from './sse.js';
+import { parseStreamRequest, refuseRequest, type StreamRequest } from './stream-request.js';
+
+/** Most frames one answer carries; the rest follow on the next poll. */
+const MAX_FRAMES = 1000;
+const MAX_BYTES = 1024 * 1024;
+/** After the first frame, wait this long for others that arrive with it. */
+const GATHER_MS = 10;
+/** Frame kinds that make no sense on a one-way, one-shot answer. */
+const SKIPPED = new Set(['ping', 'pong', 'token_expiring', 'welcome']);
+
+class PollTransport implements Transport {
+  readonly name = 'poll' as const;
+  readonly keepalive = 'none' as const;
+  readonly pendingBytes = 0;
+  readonly frames: string[] = [];
+  private bytes = 0;
+  full = false;
+  onFrame: (() => void) | null = null;
+
+  constructor(readonly cursor: Cursor) {}
+
+  write(frame: string, kind: FrameKind, mark?: EventMark): void {
+    if (this.full || SKIPPED.has(kind)) return;
+    if (this.frames.length >= MAX_FRAMES || this.bytes + frame.length > MAX_BYTES) {
+      // Later frames are read again from the cursor on the next poll.
+      this.full = true;
+      this.onFrame?.();
+      return;
+    }
+    this.frames.push(frame);
+    this.bytes += frame.length;
+    if (mark) this.cursor.set(mark.channel, mark.id);
+    this.onFrame?.();
+  }
+
+  close(): void {
+    this.onFrame?.();
+  }
+
+  watchDrain(): void {}
+}
+
+export class PollGateway {
+  private readonly waiting = new Set<() => void>();
+
+  constructor(private readonly deps: StreamDeps) {}
+
+  /** Answer every held poll now (shutdown). */
+  releaseAll(): void {
+    for (const answer of [...this.waiting]) answer();
+  }
+
+  async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let parsed: StreamRequest;
+    let timeoutMs: number;
+    try {
+      if (this.deps.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      parsed = parseStreamRequest(req, this.deps.verifier, url.searchParams.get('cursor'));
+      const t = url.searchParams.get('timeout');
+      timeoutMs = 25_000;
+      if (t !== null) {
+        if (!/^\d{1,2}$/.test(t) || Number(t) < 1 || Number(t) > 30) throw badRequest('timeout: 1 to 30 seconds');
+        timeoutMs = Number(t) * 1000;
+      }
+    } catch (err) {
+      refuseRequest(res, err);
+      return;
+    }
+    const { principal, channels } = parsed;
+    const { engine } = this.deps.ctx;
+
+    if (!parsed.cursor) {
+      // No cursor: the current positions, at once.
+      try {
+        const cursor = new Cursor();
+        const positions = await Promise.all(channels.map((c) => engine.position(principal.tenant, c)));
+        // A channel with no event yet resumes from its start, so nothing published
+        // before the next poll is missed.
+        channels.forEach((c, i) => cursor.set(c, positions[i] ?? ZERO_ID));
+        return this.answer(res, [], cursor);
+      } catch (err) {
+        return refuseRequest(res, err);
+      }
+    }
+
+    const cursor = parsed.cursor;
+    cursor.retain(channels);
+    const transport = new PollTransport(cursor);
+    const session = new Session(this.deps.ctx, transport, principal, {
+      connectionId: randomUUID(),
+      device: null,
+      ip: parsed.ip,
+      userAgent: parsed.userAgent,
+    });
+    const { metrics } = this.deps.ctx;
+    metrics.connections.inc({ transport: 'poll', tenant: principal.tenant });
+    let answered = false;
+    let timer: NodeJS.Timeout | undefined;
+    let gather: NodeJS.Timeout | undefined;
+    const answer = (): void => {
+      if (answered) return;
+      answered = true;
+      clearTimeout(timer);
+      clearTimeout(gather);
+      this.waiting.delete(answer);
+      session.ended(1000);
+      metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
+      this.answer(res, transport.frames, cursor);
+    };
+    res.on('close', () => {
+      if (!answered) {
+        answered = true;
+        clearTimeout(timer);
+        clearTimeout(gather);
+        this.waiting.delete(answer);
+        session.ended(1000);
+        metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
+      }
+    });
+    this.waiting.add(answer);
+
+    try {
+      for (const channel of channels) {
+        if (answered) return;
+        const since = cursor.get(channel);
+        await this.deps.ctx.track(
+          session.subscribeChannel(channel, since, (r) => {
+            if (!r.recovered) session.send(JSON.stringify({ type: 'reset', channel }), 'reset');
+            if (since === undefined) cursor.set(channel, r.position ?? ZERO_ID);
+          }),
+        );
+      }
+    } catch (err) {
+      if (answered) return;
+      answered = true;
+      this.waiting.delete(answer);
+      session.ended(1011);
+      metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
+      refuseRequest(res, err);
+      return;
+    }
+    if (answered) return;
+    if (transport.frames.length || transport.full) return answer();
+    transport.onFrame = () => {
+      if (transport.full) return answer();
+      gather ??= setTimeout(answer, GATHER_MS);
+    };
+    timer = setTimeout(answer, timeoutMs);
+  }
+
+  private answer(res: ServerResponse, frames: readonly string[], cursor: Cursor): void {
+    if (res.writableEnded) return;
+    res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
+    res.end(`{"frames":[${frames.join(',')}],"cursor":${JSON.stringify(cursor.encode())}}`);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * `GET /v1/sse` (PROTOCOL §5): our own small writer, because one response carries many
+ * channels and ids are cursors compared by the server, never as strings by a library.
+ * Every frame is `event: <type>`, for durable events `id: <cursor>`, and `data: <the
+ * WebSocket frame>`.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TokenVerifier } from '../auth/tokens.js';
+import { rateLimited, StreamgateError } from '../errors.js';
+import type { ConnectionRegistry } from '../gateway/connections.js';
+import { Cursor } from '../gateway/cursor.js';
+import { ZERO_ID } from '../protocol/event-id.js';
+import { Session, type SessionContext } from '../gateway/session.js';
+import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
+import { parseStreamRequest, refuseRequest, type StreamRequest } from './stream-request.js';
+
+/** Browsers reconnect after this long (the `retry:` line). */
+const RETRY_MS = 3000;
+/** The opening comment: 2 KiB and more, so buffering proxies and old browsers start the stream. */
+const PREAMBLE = ':' + ' '.repeat(2048) + '\n\n';
+
+class SseTransport implements Transport {
+  readonly name = 'sse' as const;
+  readonly keepalive = 'comment' as const;
+  session: Session | null = null;
+
+  constructor(
+    private readonly res: ServerResponse,
+    readonly cursor: Cursor,
+  ) {}
+
+  get pendingBytes(): number {
+    return this.res.writableLength;
+  }
+
+  write(frame: string, kind: FrameKind, mark?: EventMark): void {
+    if (this.res.writableEnded) return;
+    if (mark) {
+      this.cursor.set(mark.channel, mark.id);
+      this.res.write(`event: ${kind}\nid: ${this.cursor.encode()}\ndata: ${frame}\n\n`);
+    } else {
+      this.res.write(`event: ${kind}\ndata: ${frame}\n\n`);
+    }
+  }
+
+  /** SSE has no close codes: a last `close` frame says why, then the stream ends. */
+  close(code: number, reason: string): void {
+    if (this.res.writableEnded) return;
+    this.res.end(`event: close\ndata: ${JSON.stringify({ type: 'close', code, reason })}\n\n`);
+  }
+
+  watchDrain(): void {
+    this.res.once('drain', () => this.session?.drain());
+  }
+
+  heartbeat(): void {
+    if (!this.res.writableEnded) this.res.write(': keepalive\n\n');
+  }
+}
+
+export interface StreamDeps {
+  ctx: SessionContext;
+  verifier: TokenVerifier;
+  registry: ConnectionRegistry;
+  isClosing(): boolean;
+  onOpen(session: Session): void;
+}
+
+/** Serve one SSE stream. */
+export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let parsed: StreamRequest;
+  let slots: string[];
+  const connectionId = randomUUID();
+  try {
+    if (deps.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const header = req.headers['last-event-id'];
+    const lastEventId = (typeof header === 'string' && header) || url.searchParams.get('last_event_id');
+    parsed = parseStreamRequest(req, deps.verifier, lastEventId);
+    const admission = await deps.registry.admit(parsed.principal.tenant, parsed.principal.userId, parsed.ip, connectionId);
+    if (admission.refusal) throw rateLimited(admission.refusal, 5);
+    slots = admission.slots;
+  } catch (err) {
+    refuseRequest(res, err);
+    return;
+  }
+  const { principal, channels } = parsed;
+  const cursor = parsed.cursor ?? new Cursor();
+  cursor.retain(channels);
+
+  res.writeHead(200, {
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-cache, no-transform',
+    'X-Accel-Buffering': 'no',
+    Connection: 'keep-alive',
+  });
+  res.socket?.setNoDelay(true);
+  res.socket?.setKeepAlive(true);
+  res.write(PREAMBLE + `retry: ${RETRY_MS}\n\n`);
+
+  const transport = new SseTransport(res, cursor);
+  const device = parsed.url.searchParams.get('device');
+  const session = new Session(deps.ctx, transport, principal, {
+    connectionId,
+    device: device && ['web', 'mobile', 'tablet', 'desktop'].includes(device) ? device : null,
+    ip: parsed.ip,
+    userAgent: parsed.userAgent,
+  });
+  transport.session = session;
+  res.on('close', () => session.ended(1000));
+  deps.registry.add(session, slots);
+  deps.onOpen(session);
+  session.welcome();
+
+  for (const channel of channels) {
+    if (session.isClosed) return;
+    try {
+      await deps.ctx.track(
+        session.subscribeChannel(channel, cursor.get(channel), (r) => {
+          if (!r.recovered) session.send(JSON.stringify({ type: 'reset', channel }), 'reset');
+          // A channel the cursor did not know resumes from where it started live.
+          if (cursor.get(channel) === undefined) cursor.set(channel, r.position ?? ZERO_ID);
+        }),
+      );
+    } catch (err) {
+      // The stream would silently miss this channel: say why and end it; the browser
+      // reconnects with its cursor.
+      session.sendError(undefined, err);
+      session.close(1011, 'subscribe failed');
+      return;
+    }
+  }
+}

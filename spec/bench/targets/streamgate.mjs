@@ -1,0 +1,339 @@
+/**
+ * Benchmark target `streamgate`: `streamgate serve` nodes (compiled dist/, so run
+ * `npm run build` first) sharing the benchmark's private Redis.
+ *
+ * Every target module exports the same two halves, so other targets (`socketio`,
+ * `ws-raw`) are added as more files next to this one:
+ *
+ * - `server` (used by run.mjs): `start(opts)` starts the target's processes and
+ *   resolves to a handle `{ nodes, pids(), clientSpecs(list), publisherSpec(), warnings(), stop() }`.
+ *   Specs are plain JSON, passed to the load generator over IPC.
+ * - `client` (used by loadgen.mjs): `connect(spec, handlers)` opens one client
+ *   connection, answers the target's heartbeats and reports events;
+ *   `publisher(spec, options)` publishes through the target's server-side API.
+ *
+ * Channels are plain names chosen by run.mjs (`bench:<n>`); a target maps them to
+ * whatever it calls them (Socket.IO rooms, for instance).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const name = 'streamgate';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const BIN = join(ROOT, 'bin', 'streamgate');
+const START_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 12_000;
+const LISTENING_RE = /streamgate: listening on http:\/\/([^\s:]+):(\d+)/;
+const TENANT = 'bench';
+const TOKEN_TTL_S = 4 * 3600;
+
+// ---------------------------------------------------------------- server half
+
+function exited(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+async function startNode({ label, redisUrl, secret, dir, config, track }) {
+  mkdirSync(dir, { recursive: true });
+  const configFile = join(dir, 'config.json');
+  writeFileSync(configFile, JSON.stringify(config));
+  // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      NODE_ENV: 'test',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      REDIS_URL: redisUrl,
+      JWT_SECRET: secret,
+      STREAMGATE_DATA_DIR: dir,
+      STREAMGATE_CONFIG: configFile,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  track(child);
+  let output = '';
+  const keep = (chunk) => {
+    output = (output + chunk.toString()).slice(-32_000);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`node ${label} did not start within ${START_TIMEOUT_MS} ms:\n${output}`)), START_TIMEOUT_MS);
+    const onData = () => {
+      const m = LISTENING_RE.exec(output);
+      if (m) {
+        cleanup();
+        resolve(Number(m[2]));
+      }
+    };
+    // 'close' (not 'exit'): it comes after the pipes are drained, so the message is complete.
+    const onExit = (code, signal) => fail(new Error(`node ${label} exited (${code ?? signal}) before listening:\n${output}`));
+    const onError = (err) => fail(err);
+    function cleanup() {
+      clearTimeout(timer);
+      child.stderr.off('data', onData);
+      child.off('close', onExit);
+      child.off('error', onError);
+    }
+    function fail(err) {
+      cleanup();
+      child.kill('SIGKILL');
+      reject(err);
+    }
+    child.stderr.on('data', onData);
+    child.once('close', onExit);
+    child.once('error', onError);
+  });
+  const listenedAt = output.length;
+  return {
+    label,
+    pid: child.pid,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    /** What the node printed after its listening line: warnings, errors. */
+    laterOutput: () => output.slice(listenedAt).trim(),
+    output: () => output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      const gone = exited(child);
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await gone;
+      clearTimeout(timer);
+      return child.exitCode;
+    },
+  };
+}
+
+export const server = {
+  /**
+   * opts: { redisUrl, nodes (1 or 2), dir (a fresh temp dir), retentionCount?, track(child) }.
+   * Nodes of one start share a fresh Redis key prefix, so steps never see each other's data.
+   */
+  async start(opts) {
+    const secret = randomBytes(32).toString('hex');
+    const config = {
+      redis: { key_prefix: `bench-${randomUUID()}` },
+      limits: { connections_per_ip: 100_000, connections_per_user: 100_000, messages_per_second: 100_000 },
+    };
+    // Resume needs the channel to keep K events (the default retention is 1,000).
+    if (opts.retentionCount) config.defaults = { retention: { count: opts.retentionCount } };
+    const count = opts.nodes ?? 2;
+    const nodes = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        const label = String.fromCharCode(65 + i);
+        nodes.push(await startNode({ label, redisUrl: opts.redisUrl, secret, dir: join(opts.dir, `node-${label}`), config, track: opts.track }));
+      }
+    } catch (err) {
+      await Promise.allSettled(nodes.map((n) => n.stop()));
+      throw err;
+    }
+    const { default: jwt } = await import('jsonwebtoken');
+    const sign = (claims) => jwt.sign({ tid: TENANT, channels: ['bench:*'], ...claims }, secret, { algorithm: 'HS256', expiresIn: TOKEN_TTL_S });
+    return {
+      name,
+      nodes: nodes.map((n) => ({ label: n.label, pid: n.pid, url: n.url })),
+      /** Every server process of the target (Redis is the rig's and counted by it). */
+      pids: () => nodes.map((n) => n.pid),
+      /** list: [{ node, user }] → one connect spec each (node = index into nodes). */
+      clientSpecs(list) {
+        return list.map(({ node, user }) => ({ wsUrl: nodes[node].wsUrl, token: sign({ sub: user }) }));
+      },
+      /** Publishing over HTTP to node `node` with a user token that may publish on bench:*. */
+      publisherSpec(node = 0) {
+        return { url: nodes[node].url, token: sign({ sub: 'bench-publisher', publish: ['bench:*'] }) };
+      },
+      /** Lines the nodes printed after starting (warnings, errors): checked into the results. */
+      warnings() {
+        return nodes.flatMap((n) => n.laterOutput().split('\n').filter(Boolean).map((l) => `${n.label}: ${l}`));
+      },
+      async stop() {
+        const codes = await Promise.all(nodes.map((n) => n.stop()));
+        return codes;
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------- client half
+
+let WebSocketCtor = null;
+async function loadWs() {
+  WebSocketCtor ??= (await import('ws')).default;
+  return WebSocketCtor;
+}
+
+const CONNECT_TIMEOUT_MS = 30_000;
+const REPLY_TIMEOUT_MS = 30_000;
+
+export const client = {
+  /**
+   * Open one connection. handlers: { onEvent(channel, id, data, at), onClose(code) }
+   * where `at` is performance.now() when the frame arrived (before parsing).
+   * Resolves after the `welcome` frame to { subscribe(channel, since?), close(), stats }.
+   */
+  async connect(spec, handlers) {
+    const WebSocket = await loadWs();
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${spec.wsUrl}?token=${encodeURIComponent(spec.token)}`, { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS });
+      const pending = new Map();
+      let nextId = 1;
+      let welcomed = false;
+      const stats = { pings: 0, events: 0, errors: 0, closeCode: null };
+      const conn = {
+        stats,
+        get open() {
+          return ws.readyState === WebSocket.OPEN;
+        },
+        subscribe(channel, since) {
+          const id = `s${nextId++}`;
+          const frame = { type: 'subscribe', id, channel };
+          if (since !== undefined) frame.since = since;
+          return new Promise((res, rej) => {
+            const timer = setTimeout(() => {
+              pending.delete(id);
+              rej(new Error(`no reply to subscribe ${channel} in ${REPLY_TIMEOUT_MS} ms`));
+            }, REPLY_TIMEOUT_MS);
+            pending.set(id, { res, rej, timer });
+            ws.send(JSON.stringify(frame));
+          });
+        },
+        close() {
+          if (ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+          return new Promise((res) => {
+            const timer = setTimeout(() => {
+              ws.terminate();
+              res();
+            }, 5000);
+            ws.once('close', () => {
+              clearTimeout(timer);
+              res();
+            });
+            ws.close(1000, 'bench done');
+          });
+        },
+        terminate() {
+          ws.terminate();
+        },
+      };
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error('no welcome in time'));
+      }, CONNECT_TIMEOUT_MS);
+      ws.on('message', (buf) => {
+        const at = performance.now();
+        const f = JSON.parse(buf.toString());
+        switch (f.type) {
+          case 'event':
+            stats.events++;
+            handlers.onEvent(f.channel, f.id, f.data, at);
+            return;
+          case 'ping':
+            stats.pings++;
+            ws.send('{"type":"pong"}');
+            return;
+          case 'welcome':
+            welcomed = true;
+            clearTimeout(timer);
+            resolve(conn);
+            return;
+          case 'reply':
+          case 'error': {
+            const p = pending.get(f.id);
+            if (!p) {
+              stats.errors++;
+              return;
+            }
+            pending.delete(f.id);
+            clearTimeout(p.timer);
+            if (f.type === 'reply') p.res(f);
+            else p.rej(new Error(`${f.code}: ${f.message}`));
+            return;
+          }
+          default:
+        }
+      });
+      ws.on('unexpected-response', (_req, res) => {
+        clearTimeout(timer);
+        res.resume();
+        reject(new Error(`upgrade refused: HTTP ${res.statusCode}`));
+      });
+      ws.on('error', (err) => {
+        if (!welcomed) {
+          clearTimeout(timer);
+          reject(err);
+        }
+      });
+      ws.on('close', (code) => {
+        stats.closeCode = code;
+        clearTimeout(timer);
+        for (const p of pending.values()) {
+          clearTimeout(p.timer);
+          p.rej(new Error(`closed ${code}`));
+        }
+        pending.clear();
+        if (!welcomed) reject(new Error(`closed ${code} before welcome`));
+        handlers.onClose?.(code);
+      });
+    });
+  },
+
+  /**
+   * A publisher: `publish(channel, data)` resolves to the event id. HTTP POST
+   * /v1/channels/{channel}/events over a keep-alive agent with `maxSockets` sockets.
+   */
+  publisher(spec, { maxSockets = 16 } = {}) {
+    const agent = new http.Agent({ keepAlive: true, maxSockets });
+    const base = new URL(spec.url);
+    const auth = `Bearer ${spec.token}`;
+    return {
+      publish(channel, data) {
+        const body = JSON.stringify({ event: 'bench', data });
+        return new Promise((resolve, reject) => {
+          const req = http.request(
+            {
+              agent,
+              host: base.hostname,
+              port: base.port,
+              method: 'POST',
+              path: `/v1/channels/${channel}/events`,
+              headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: auth },
+              timeout: 30_000,
+            },
+            (res) => {
+              let text = '';
+              res.setEncoding('utf8');
+              res.on('data', (c) => (text += c));
+              res.on('end', () => {
+                if (res.statusCode !== 201) return reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`));
+                try {
+                  resolve(JSON.parse(text).id);
+                } catch (err) {
+                  reject(err);
+                }
+              });
+              res.on('error', reject);
+            },
+          );
+          req.on('timeout', () => req.destroy(new Error('publish timed out')));
+          req.on('error', reject);
+          req.end(body);
+        });
+      },
+      close() {
+        agent.destroy();
+      },
+    };
+  },
+};
