@@ -79,6 +79,8 @@ export interface ClientTransport {
   readonly name: TransportName;
   /** Publishes may be sent without waiting for the previous answer (one ordered socket). */
   readonly pipelined: boolean;
+  /** Resumes from the stream cursor (SSE, poll); otherwise from the ids the client kept. */
+  readonly usesCursor: boolean;
   open(): void;
   /** Close on the client's initiative; no more host calls. */
   close(): void;

@@ -93,6 +93,61 @@ export interface HeldSlots {
   connectionId: string;
 }
 
+/**
+ * An ephemeral frame (presence, typing, receipt) for the subscribers of a channel on
+ * every node. Never stored, never replayed.
+ */
+export interface Signal {
+  tenant: string;
+  channel: string;
+  /** The frame's `type`. */
+  kind: string;
+  /** The encoded frame. */
+  frame: string;
+  /** Not delivered to this user's connections (a typer never sees their own typing). */
+  exceptUser?: string;
+}
+
+export type SignalListener = (signal: Signal) => void;
+
+/** One connection's presence in a channel. */
+export interface PresenceEntry {
+  connectionId: string;
+  userId: string;
+  name?: string;
+  device: string | null;
+}
+
+/** Where a connection's presence entry lives, for refreshing it. */
+export interface PresenceRef {
+  tenant: string;
+  channel: string;
+  connectionId: string;
+  userId: string;
+}
+
+/** A user's own presence settings and last sighting. */
+export interface UserState {
+  status?: 'online' | 'away' | 'busy';
+  customStatus?: string | null;
+  device?: string | null;
+  lastSeen?: string;
+}
+
+export interface UserPresence extends UserState {
+  id: string;
+  /** True while any connection of the user is live (or within its grace period). */
+  online: boolean;
+}
+
+export type ReceiptKind = 'delivered' | 'read';
+
+export interface ReadCursor {
+  channel: string;
+  delivered: string | null;
+  read: string | null;
+}
+
 export interface Engine {
   readonly kind: 'memory' | 'redis';
   /** Number of shard logs; positions arrays have this length. */
@@ -123,6 +178,39 @@ export interface Engine {
   acquireSlots(claims: readonly SlotClaim[], connectionId: string, ttlMs: number): Promise<number>;
   refreshSlots(held: readonly HeldSlots[], ttlMs: number): Promise<void>;
   releaseSlots(names: readonly string[], connectionId: string): Promise<void>;
+
+  /** Send a signal to the channel's subscribers on every node (through `subscribeSignals`). */
+  publishSignal(signal: Signal): Promise<void>;
+  /** This node's feed of every signal, its own included. */
+  subscribeSignals(listener: SignalListener): Promise<{ close(): Promise<void> }>;
+
+  /**
+   * Add (or renew) a connection's presence in a channel for `ttlMs`. `first` is true
+   * when the user had no other live entry there (a join to announce); `count` is the
+   * number of distinct users present after it.
+   */
+  presenceJoin(tenant: string, channel: string, entry: PresenceEntry, ttlMs: number): Promise<{ first: boolean; count: number }>;
+  /** Renew entries (the holding node, every few seconds), or shorten them to a grace period on close. */
+  presenceTouch(refs: readonly PresenceRef[], ttlMs: number): Promise<void>;
+  /**
+   * Remove the channel's expired entries; `left` are the users who have no live entry
+   * any more (a leave to announce: exactly one sweeping node gets each), `count` the
+   * distinct users still present.
+   */
+  presenceSweep(tenant: string, channel: string): Promise<{ left: PresenceEntry[]; count: number; changed: boolean }>;
+  /** The live entries of a channel. */
+  presenceList(tenant: string, channel: string): Promise<PresenceEntry[]>;
+  /** Mark connections live for their users (`usersGet` online), for `ttlMs`; a grace period on close. */
+  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void>;
+  /** Change a user's own settings (`undefined` fields are kept). */
+  userSet(tenant: string, userId: string, state: UserState): Promise<void>;
+  /** Many users at once, in one round trip. */
+  usersGet(tenant: string, userIds: readonly string[]): Promise<UserPresence[]>;
+
+  /** Move a read cursor forward (never back); resolves true when it moved. */
+  receiptSet(tenant: string, userId: string, channel: string, kind: ReceiptKind, until: string): Promise<boolean>;
+  /** Every read cursor of a user. */
+  receiptsGet(tenant: string, userId: string): Promise<ReadCursor[]>;
 
   /** Resolves when the store answers; rejects with `unavailable` otherwise. */
   ping(): Promise<void>;

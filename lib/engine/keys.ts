@@ -67,6 +67,34 @@ export class EngineKeys {
     return `${this.prefix}:slots:${name}`;
   }
 
+  /** Presence of a channel: `P:{s<n>}:pres:<tenant>:<channel>` (entries) and `…:presx:…` (expiries), one slot. */
+  presence(tenant: string, channel: string): { entries: string; expiries: string } {
+    const k = this.channel(tenant, channel);
+    const name = k.stream.slice(k.stream.indexOf(':ch:') + 4);
+    const tag = k.stream.slice(0, k.stream.indexOf(':ch:'));
+    return { entries: `${tag}:pres:${name}`, expiries: `${tag}:presx:${name}` };
+  }
+
+  /** `P:uconn:<tenant>:<user>`: a user's live connections (zset by expiry). */
+  userConnections(tenant: string, userId: string): string {
+    return `${this.prefix}:uconn:${tenant}:${userId}`;
+  }
+
+  /** `P:user:<tenant>:<user>`: a user's own presence settings (hash). */
+  user(tenant: string, userId: string): string {
+    return `${this.prefix}:user:${tenant}:${userId}`;
+  }
+
+  /** `P:rc:<tenant>:<user>`: a user's read cursors (hash: channel → `delivered|read`). */
+  receipts(tenant: string, userId: string): string {
+    return `${this.prefix}:rc:${tenant}:${userId}`;
+  }
+
+  /** The pub/sub channel every node listens to for signals. */
+  signals(): string {
+    return `${this.prefix}:signals`;
+  }
+
   /** `P:{s<n>}:log` */
   log(shard: number): string {
     return `${this.prefix}:{s${shard}}:log`;

@@ -22,6 +22,14 @@ import {
   type PublishResult,
   type RetentionResolver,
   type SlotClaim,
+  type Signal,
+  type SignalListener,
+  type PresenceEntry,
+  type PresenceRef,
+  type UserState,
+  type UserPresence,
+  type ReceiptKind,
+  type ReadCursor,
 } from './engine.js';
 
 export interface MemoryEngineOptions {
@@ -72,6 +80,13 @@ export class MemoryEngine implements Engine {
   private readonly feeds = new Set<Feed>();
   private readonly groups = new Map<string, Group>();
   private readonly groupWaiters = new Set<() => void>();
+  private readonly signalListeners = new Set<SignalListener>();
+  /** Presence: tenant\0channel → connection id → entry and expiry (ms). */
+  private readonly presence = new Map<string, Map<string, { entry: PresenceEntry; expiry: number }>>();
+  /** tenant\0user → connection id → expiry (ms). */
+  private readonly userConnections = new Map<string, Map<string, number>>();
+  private readonly users = new Map<string, UserState>();
+  private readonly receipts = new Map<string, Map<string, ReadCursor>>();
   /** Connection slots: name → connection id → expiry (ms). */
   private readonly slots = new Map<string, Map<string, number>>();
   private lastMs = 0;
@@ -348,6 +363,135 @@ export class MemoryEngine implements Engine {
       held.delete(connectionId);
       if (held.size === 0) this.slots.delete(name);
     }
+  }
+
+  async publishSignal(signal: Signal): Promise<void> {
+    this.check();
+    setImmediate(() => {
+      for (const l of this.signalListeners) l(signal);
+    });
+  }
+
+  async subscribeSignals(listener: SignalListener): Promise<{ close(): Promise<void> }> {
+    this.check();
+    this.signalListeners.add(listener);
+    return { close: async () => void this.signalListeners.delete(listener) };
+  }
+
+  private presenceOf(tenant: string, channel: string): Map<string, { entry: PresenceEntry; expiry: number }> {
+    const k = tenant + '\u0000' + channel;
+    let m = this.presence.get(k);
+    if (!m) this.presence.set(k, (m = new Map()));
+    return m;
+  }
+
+  private static distinctLive(m: Map<string, { entry: PresenceEntry; expiry: number }>, now: number): Set<string> {
+    const users = new Set<string>();
+    for (const p of m.values()) if (p.expiry > now) users.add(p.entry.userId);
+    return users;
+  }
+
+  async presenceJoin(tenant: string, channel: string, entry: PresenceEntry, ttlMs: number): Promise<{ first: boolean; count: number }> {
+    this.check();
+    const now = Date.now();
+    const m = this.presenceOf(tenant, channel);
+    let first = true;
+    for (const [id, p] of m) if (id !== entry.connectionId && p.entry.userId === entry.userId && p.expiry > now) first = false;
+    m.set(entry.connectionId, { entry: { ...entry }, expiry: now + ttlMs });
+    return { first, count: MemoryEngine.distinctLive(m, now).size };
+  }
+
+  async presenceTouch(refs: readonly PresenceRef[], ttlMs: number): Promise<void> {
+    this.check();
+    const expiry = Date.now() + ttlMs;
+    for (const r of refs) {
+      const p = this.presence.get(r.tenant + '\u0000' + r.channel)?.get(r.connectionId);
+      if (p) p.expiry = expiry;
+    }
+  }
+
+  async presenceSweep(tenant: string, channel: string): Promise<{ left: PresenceEntry[]; count: number; changed: boolean }> {
+    this.check();
+    const now = Date.now();
+    const m = this.presenceOf(tenant, channel);
+    const removed: PresenceEntry[] = [];
+    for (const [id, p] of m) {
+      if (p.expiry <= now) {
+        m.delete(id);
+        removed.push(p.entry);
+      }
+    }
+    const live = MemoryEngine.distinctLive(m, now);
+    const left = new Map<string, PresenceEntry>();
+    for (const e of removed) if (!live.has(e.userId)) left.set(e.userId, e);
+    if (m.size === 0) this.presence.delete(tenant + '\u0000' + channel);
+    return { left: [...left.values()], count: live.size, changed: removed.length > 0 };
+  }
+
+  async presenceList(tenant: string, channel: string): Promise<PresenceEntry[]> {
+    this.check();
+    const now = Date.now();
+    const m = this.presence.get(tenant + '\u0000' + channel);
+    if (!m) return [];
+    return [...m.values()].filter((p) => p.expiry > now).map((p) => ({ ...p.entry }));
+  }
+
+  async connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {
+    this.check();
+    const expiry = Date.now() + ttlMs;
+    for (const r of refs) {
+      const k = r.tenant + '\u0000' + r.userId;
+      let m = this.userConnections.get(k);
+      if (!m) this.userConnections.set(k, (m = new Map()));
+      m.set(r.connectionId, expiry);
+    }
+  }
+
+  async userSet(tenant: string, userId: string, state: UserState): Promise<void> {
+    this.check();
+    const k = tenant + '\u0000' + userId;
+    const prev = this.users.get(k) ?? {};
+    const next: UserState = { ...prev };
+    for (const [key, value] of Object.entries(state) as Array<[keyof UserState, never]>) if (value !== undefined) next[key] = value;
+    this.users.set(k, next);
+  }
+
+  async usersGet(tenant: string, userIds: readonly string[]): Promise<UserPresence[]> {
+    this.check();
+    const now = Date.now();
+    return userIds.map((id) => {
+      const k = tenant + '\u0000' + id;
+      const conns = this.userConnections.get(k);
+      let online = false;
+      if (conns) {
+        for (const [c, expiry] of conns) {
+          if (expiry > now) online = true;
+          else conns.delete(c);
+        }
+      }
+      return { ...this.users.get(k), id, online };
+    });
+  }
+
+  async receiptSet(tenant: string, userId: string, channel: string, kind: ReceiptKind, until: string): Promise<boolean> {
+    this.check();
+    const k = tenant + '\u0000' + userId;
+    let m = this.receipts.get(k);
+    if (!m) this.receipts.set(k, (m = new Map()));
+    const cur = m.get(channel) ?? { channel, delivered: null, read: null };
+    const field = kind === 'read' ? 'read' : 'delivered';
+    const prev = cur[field];
+    if (prev !== null && compareIds(until, prev) <= 0) return false;
+    cur[field] = until;
+    // Reading implies delivery.
+    if (kind === 'read' && (cur.delivered === null || compareIds(until, cur.delivered) > 0)) cur.delivered = until;
+    m.set(channel, cur);
+    return true;
+  }
+
+  async receiptsGet(tenant: string, userId: string): Promise<ReadCursor[]> {
+    this.check();
+    return [...(this.receipts.get(tenant + '\u0000' + userId)?.values() ?? [])].map((c) => ({ ...c }));
   }
 
   async ping(): Promise<void> {

@@ -21,11 +21,20 @@ import {
   type RetentionResolver,
   type SlotClaim,
   type HeldSlots,
+  type Signal,
+  type SignalListener,
+  type PresenceEntry,
+  type PresenceRef,
+  type UserState,
+  type UserPresence,
+  type ReceiptKind,
+  type ReadCursor,
 } from './engine.js';
 import { EngineKeys } from './keys.js';
 import { entryToEvent, FEED_BLOCK_MS, parseEntries, parseReadReply, RedisLiveFeed } from './redis-live-feed.js';
 import { loadScripts, runScript, toEngineError } from './script-loader.js';
 import { acquireSlots, refreshSlots, releaseSlots } from './redis-slots.js';
+import { RedisPresence } from './redis-presence.js';
 
 export interface RedisEngineOptions {
   /** `redis://…` or `rediss://…` */
@@ -97,6 +106,8 @@ export class RedisEngine implements Engine {
   private readonly redis: Redis;
   private readonly options: Readonly<Required<RedisEngineOptions>>;
   private readonly feeds = new Set<RedisLiveFeed>();
+  private readonly presence: RedisPresence;
+  private readonly signalSubs = new Set<{ close(): Promise<void> }>();
   /** Dedicated connection for blocking XREADGROUP, made on first use. */
   private blocking: Promise<Redis> | undefined;
   /** Shard where the next readGroup sweep starts, so no shard starves. */
@@ -108,6 +119,7 @@ export class RedisEngine implements Engine {
     this.options = Object.freeze(options);
     this.shards = options.shards;
     this.keys = new EngineKeys(options.keyPrefix, options.shards);
+    this.presence = new RedisPresence(redis, this.keys);
   }
 
   /** Connects (rejecting with `unavailable` when Redis does not answer) and loads the scripts. */
@@ -410,6 +422,53 @@ export class RedisEngine implements Engine {
     return releaseSlots(this.redis, this.keys, names, connectionId);
   }
 
+  publishSignal(signal: Signal): Promise<void> {
+    return this.presence.publishSignal(signal);
+  }
+
+  subscribeSignals(listener: SignalListener): Promise<{ close(): Promise<void> }> {
+    return this.presence.subscribeSignals(listener).then((sub) => {
+      this.signalSubs.add(sub);
+      return { close: () => (this.signalSubs.delete(sub), sub.close()) };
+    });
+  }
+
+  presenceJoin(tenant: string, channel: string, entry: PresenceEntry, ttlMs: number): Promise<{ first: boolean; count: number }> {
+    return this.presence.join(tenant, channel, entry, ttlMs);
+  }
+
+  presenceTouch(refs: readonly PresenceRef[], ttlMs: number): Promise<void> {
+    return this.presence.touch(refs, ttlMs);
+  }
+
+  presenceSweep(tenant: string, channel: string): Promise<{ left: PresenceEntry[]; count: number; changed: boolean }> {
+    return this.presence.sweep(tenant, channel);
+  }
+
+  presenceList(tenant: string, channel: string): Promise<PresenceEntry[]> {
+    return this.presence.list(tenant, channel);
+  }
+
+  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {
+    return this.presence.connectionsTouch(refs, ttlMs);
+  }
+
+  userSet(tenant: string, userId: string, state: UserState): Promise<void> {
+    return this.presence.userSet(tenant, userId, state);
+  }
+
+  usersGet(tenant: string, userIds: readonly string[]): Promise<UserPresence[]> {
+    return this.presence.usersGet(tenant, userIds);
+  }
+
+  receiptSet(tenant: string, userId: string, channel: string, kind: ReceiptKind, until: string): Promise<boolean> {
+    return this.presence.receiptSet(tenant, userId, channel, kind, until);
+  }
+
+  receiptsGet(tenant: string, userId: string): Promise<ReadCursor[]> {
+    return this.presence.receiptsGet(tenant, userId);
+  }
+
   async ping(): Promise<void> {
     try {
       await this.redis.ping();
@@ -422,6 +481,7 @@ export class RedisEngine implements Engine {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.feeds].map((f) => f.close()));
+    await Promise.all([...this.signalSubs].map((s) => s.close()));
     const blocking = this.blocking;
     this.blocking = undefined;
     if (blocking) blocking.then((c) => c.disconnect(), ignore);

@@ -47,6 +47,8 @@ const HELP = `usage: node spec/bench/run.mjs [options]      (npm run bench -- [o
   --resume-events K       events published while the resume client is away (10000)
   --runs N                runs of every step; figures are medians (3)
   --out FILE              JSON results (bench-results.json)
+  --publish-auth key|token  HTTP publishes with a server key (default, as a backend does)
+                          or with a user token carrying the publish claim
   --quick                 smoke run: 200 clients, 20 channels, 2 s, 1000 idle for 5 s, 1000 resume events, 1 run`;
 
 function parseOptions(argv) {
@@ -65,6 +67,7 @@ function parseOptions(argv) {
       'resume-events': { type: 'string' },
       runs: { type: 'string' },
       out: { type: 'string' },
+      'publish-auth': { type: 'string' },
       quick: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -98,7 +101,9 @@ function parseOptions(argv) {
     resumeEvents: num(values['resume-events'], defaults.resumeEvents, 'resume-events', { min: 1 }),
     runs: num(values.runs, defaults.runs, 'runs', { min: 1 }),
     out: resolve(values.out ?? 'bench-results.json'),
+    publishAuth: values['publish-auth'] ?? 'key',
   };
+  if (!['key', 'token'].includes(o.publishAuth)) throw new Error('--publish-auth: key or token');
   for (const s of o.scenarios) if (!['fanout', 'idle', 'resume'].includes(s)) throw new Error(`--scenario: unknown ${s} (fanout, idle, resume)`);
   for (const t of o.targets) {
     if (!/^[a-z0-9-]+$/.test(t) || !existsSync(join(HERE, 'targets', `${t}.mjs`))) throw new Error(`--target: no module spec/bench/targets/${t}.mjs`);
@@ -271,15 +276,21 @@ try {
   /* 100 on Linux */
 }
 
-/** user+sys clock ticks of a process (all its threads), from /proc/<pid>/stat. */
-function procTicks(pid) {
+/** [user, sys] clock ticks of a process (all its threads), from /proc/<pid>/stat. */
+function procUserSys(pid) {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]); // fields 14 (utime) and 15 (stime)
+    return [Number(f[11]), Number(f[12])]; // fields 14 (utime) and 15 (stime)
   } catch {
     return null;
   }
+}
+
+/** user+sys clock ticks of a process. */
+function procTicks(pid) {
+  const t = procUserSys(pid);
+  return t ? t[0] + t[1] : null;
 }
 
 /** Resident memory in KiB from /proc/<pid>/status. */
@@ -302,24 +313,49 @@ function machineTicks() {
 /** groups: { name: [pid, …] } → a CPU snapshot. The rig itself (this process) is always counted as ours. */
 function snapshot(groups) {
   const ticks = {};
-  for (const [name, pids] of Object.entries(groups)) ticks[name] = pids.reduce((a, p) => a + (procTicks(p) ?? 0), 0);
+  const sys = {};
+  for (const [name, pids] of Object.entries(groups)) {
+    ticks[name] = 0;
+    sys[name] = 0;
+    for (const p of pids) {
+      const t = procUserSys(p) ?? [0, 0];
+      ticks[name] += t[0] + t[1];
+      sys[name] += t[1];
+    }
+  }
   ticks.rig = procTicks(process.pid) ?? 0;
-  return { at: performance.now(), machine: machineTicks(), ticks };
+  return { at: performance.now(), machine: machineTicks(), ticks, sys };
 }
 
 /** CPU seconds per group between two snapshots, and the outside load in cores. */
 function cpuDelta(a, b) {
   const wall = (b.at - a.at) / 1000;
   const cpu = {};
+  const sys = {};
   let ours = 0;
   for (const k of Object.keys(b.ticks)) {
     const d = b.ticks[k] - a.ticks[k];
     cpu[k] = d / CLK_TCK;
     ours += d;
+    if (k in b.sys) sys[k] = (b.sys[k] - a.sys[k]) / CLK_TCK;
   }
   const busy = b.machine.busy - a.machine.busy;
   const outside = Math.max(0, busy - ours) / CLK_TCK;
-  return { wall, cpu, machineBusyCores: busy / CLK_TCK / wall, outsideCores: outside / wall, irqCores: (b.machine.softirq - a.machine.softirq) / CLK_TCK / wall };
+  return { wall, cpu, sys, machineBusyCores: busy / CLK_TCK / wall, outsideCores: outside / wall, irqCores: (b.machine.softirq - a.machine.softirq) / CLK_TCK / wall };
+}
+
+/**
+ * Before a step: wait (at most maxMs) for a 2-second window in which the processes
+ * outside the benchmark use at most DISTURBED_CORES. Resolves to the last window's load.
+ */
+async function waitQuiet(redisPid, maxMs = 60_000) {
+  const end = performance.now() + maxMs;
+  for (;;) {
+    const a = snapshot({ redis: [redisPid] });
+    await sleep(2000);
+    const load = cpuDelta(a, snapshot({ redis: [redisPid] })).outsideCores;
+    if (load <= DISTURBED_CORES || performance.now() >= end) return load;
+  }
 }
 
 // ------------------------------------------------------------------ steps
@@ -328,6 +364,15 @@ function compareIds(a, b) {
   const [am, as] = a.split('-').map(BigInt);
   const [bm, bs] = b.split('-').map(BigInt);
   return am < bm ? -1 : am > bm ? 1 : as < bs ? -1 : as > bs ? 1 : 0;
+}
+
+/** One CPU group per server process (server0, server1, …) plus their sum. */
+function serverGroups(h) {
+  return Object.fromEntries(h.pids().map((pid, i) => [`server${i}`, [pid]]));
+}
+
+function serversCpu(cpu) {
+  return Object.entries(cpu).reduce((a, [k, v]) => (k.startsWith('server') ? a + v : a), 0);
 }
 
 function stepDir() {
@@ -383,18 +428,20 @@ async function fanoutStep(ctx, rate) {
     const conn = await lg.call('connect', { specs, channels, chan, concurrency: 100 }, 300_000);
     if (conn.failed) throw new Error(`${conn.failed} of ${N} clients failed to connect/subscribe: ${JSON.stringify(conn.errors)}`);
     const armed = await lg.call('arm', { n, R });
-    const pubSpec = h.publisherSpec(0);
+    const pubSpec = h.publisherSpec({ auth: o.publishAuth });
     if (o.warmup > 0) {
       const w = await pub.call('publish', { spec: pubSpec, channels, rate, count: Math.max(1, Math.round(rate * o.warmup)), kind: 'warmup' }, 300_000);
       if (w.failed) throw new Error(`warm-up publishes failed: ${JSON.stringify(w.errors)}`);
       await sleep(500);
     }
-    const s0 = snapshot({ servers: h.pids(), redis: [ctx.redis.pid], loadgen: [lg.pid], publisher: [pub.pid] });
+    const groups = { ...serverGroups(h), redis: [ctx.redis.pid], loadgen: [lg.pid], publisher: [pub.pid] };
+    const s0 = snapshot(groups);
     const p = await pub.call('publish', { spec: pubSpec, channels, rate, count: n, kind: 'fanout', timeoutMs: o.seconds * 5000 + 60_000 }, o.seconds * 5000 + 90_000);
     const c = await lg.call('collect', { timeoutMs: 10_000 }, 60_000);
-    const s1 = snapshot({ servers: h.pids(), redis: [ctx.redis.pid], loadgen: [lg.pid], publisher: [pub.pid] });
+    const s1 = snapshot(groups);
     const d = cpuDelta(s0, s1);
-    const serverCpu = d.cpu.servers + d.cpu.redis;
+    const nodesCpu = serversCpu(d.cpu);
+    const serverCpu = nodesCpu + d.cpu.redis;
     const spanS = c.lastAt && p.startedAt ? (c.lastAt - p.startedAt) / 1000 : null;
     const windowS = d.wall;
     return {
@@ -408,7 +455,8 @@ async function fanoutStep(ctx, rate) {
         duplicates: c.dupes,
         cpuPerDeliveryUs: c.received ? (serverCpu * 1e6) / c.received : null,
         serverCores: serverCpu / windowS,
-        nodeCores: d.cpu.servers / windowS,
+        nodeCores: nodesCpu / windowS,
+        nodeACores: d.cpu.server0 / windowS,
         redisCores: d.cpu.redis / windowS,
         loadgenCores: d.cpu.loadgen / windowS,
         publisherCores: d.cpu.publisher / windowS,
@@ -426,6 +474,7 @@ async function fanoutStep(ctx, rate) {
         clientsPerChannel: armed.perChannel,
         connectMs: conn.ms,
         cpuSeconds: d.cpu,
+        sysSeconds: d.sys,
         windowS,
         meanLatency: c.latency.mean,
       },
@@ -453,7 +502,7 @@ async function idleStep(ctx) {
     await sleep(1000);
     const specs = h.clientSpecs(Array.from({ length: M }, (_, i) => ({ node: 0, user: `u${i}` })));
     const rssBefore = rssKiB(pid);
-    const groups = () => ({ servers: h.pids(), redis: [ctx.redis.pid], loadgen: [lg.pid] });
+    const groups = () => ({ ...serverGroups(h), redis: [ctx.redis.pid], loadgen: [lg.pid] });
     const s0 = snapshot(groups());
     const conn = await lg.call('connect', { specs, channels, chan: Array.from({ length: M }, (_, i) => i % R), concurrency: 200 }, 600_000);
     if (conn.failed) throw new Error(`${conn.failed} of ${M} connections failed: ${JSON.stringify(conn.errors)}`);
@@ -470,7 +519,7 @@ async function idleStep(ctx) {
     const status = await lg.call('status', {});
     // Every connection must still be open and subscribed: one probe event per channel.
     await lg.call('probeArm', {});
-    const pr = await lg.call('publish', { spec: h.publisherSpec(0), channels, count: R, rate: 0, kind: 'probe' });
+    const pr = await lg.call('publish', { spec: h.publisherSpec({ auth: o.publishAuth }), channels, count: R, rate: 0, kind: 'probe' });
     const probe = await lg.call('probeWait', { timeoutMs: 30_000 });
     await lg.call('closeAll', {}, 120_000);
     const dc = cpuDelta(s0, s1);
@@ -481,9 +530,9 @@ async function idleStep(ctx) {
         rssAfterMiB: rssAfter / 1024,
         kbPerConnection: (rssAfter - rssBefore) / M,
         kbPerConnectionAtConnect: (rssConnected - rssBefore) / M,
-        holdNodeCores: dh.cpu.servers / dh.wall,
+        holdNodeCores: serversCpu(dh.cpu) / dh.wall,
         connectPerSec: (M * 1000) / conn.ms,
-        connectCpuUs: (dc.cpu.servers * 1e6) / M,
+        connectCpuUs: (serversCpu(dc.cpu) * 1e6) / M,
         stillOpen: status.open,
         probeReceived: probe.got,
       },
@@ -510,7 +559,7 @@ async function resumeStep(ctx) {
     const channel = `bench:resume-${randomUUID().slice(0, 8)}`;
     // The client lives on the second node; publishes go to the first.
     const [spec] = h.clientSpecs([{ node: h.nodes.length - 1, user: 'resumer' }]);
-    const pubSpec = h.publisherSpec(0);
+    const pubSpec = h.publisherSpec({ auth: ctx.options.publishAuth });
     const lg = await step.loadgen('clients');
     const pub = await step.loadgen('publisher');
     await lg.call('resumeOpen', { spec, channel });
@@ -520,7 +569,7 @@ async function resumeStep(ctx) {
     await lg.call('resumeAway');
     const p = await pub.call('publish', { spec: pubSpec, channels: [channel], count: K, rate: 0, concurrency: 16, kind: 'seq' }, 600_000);
     if (p.failed) throw new Error(`${p.failed} of ${K} publishes failed: ${JSON.stringify(p.errors)}`);
-    const groups = { servers: h.pids(), redis: [ctx.redis.pid], loadgen: [lg.pid] };
+    const groups = { ...serverGroups(h), redis: [ctx.redis.pid], loadgen: [lg.pid] };
     const s0 = snapshot(groups);
     const back = await lg.call('resumeBack', { spec, channel, since: first.id, expect: K, timeoutMs: 120_000 }, 200_000);
     const s1 = snapshot(groups);
@@ -543,7 +592,7 @@ async function resumeStep(ctx) {
         missing,
         duplicates,
         outOfOrder,
-        serverCpuMs: (d.cpu.servers + d.cpu.redis) * 1000,
+        serverCpuMs: (serversCpu(d.cpu) + d.cpu.redis) * 1000,
       },
       detail: {
         events: K,
@@ -574,6 +623,7 @@ const FIGURES = {
     ['duplicates', 'duplicate deliveries', 0],
     ['cpuPerDeliveryUs', 'server CPU / delivery (µs)', 1],
     ['serverCores', 'server CPU, nodes+redis (cores)', 2],
+    ['nodeACores', '  of which node A, HTTP publishes (cores)', 2],
     ['redisCores', '  of which redis (cores)', 2],
     ['loadgenCores', 'load generator CPU (cores)', 2],
     ['publisherCores', 'publisher CPU (cores)', 2],
@@ -706,7 +756,11 @@ async function main() {
     for (let attempt = 1; attempt <= 2 && !stopping; attempt++) {
       const ctx = { options: o, redis, target: item.target, module: modules[item.target] };
       const label = `[${index}/${plan.length}] ${item.target} ${item.scenario}${item.rate ? ` P=${item.rate}` : ''} run ${item.run}${attempt > 1 ? ' (retry)' : ''}`;
-      console.error(`bench: ${label} …`);
+      const q0 = performance.now();
+      const quiet = await waitQuiet(redis.pid);
+      if (stopping) return;
+      const waited = (performance.now() - q0) / 1000;
+      console.error(`bench: ${label} …${waited > 3 ? ` (waited ${waited.toFixed(0)} s for outside load to drop; now ${quiet.toFixed(2)} cores)` : ''}`);
       const t0 = performance.now();
       let r;
       try {
@@ -718,7 +772,7 @@ async function main() {
         r = { error: String(err?.stack ?? err), figures: null, outsideCores: null };
       }
       if (stopping) return;
-      const entry = { ...item, attempt, seconds: (performance.now() - t0) / 1000, ...r };
+      const entry = { ...item, attempt, seconds: (performance.now() - t0) / 1000, outsideBefore: quiet, quietWaitS: waited, ...r };
       const disturbed = typeof r.outsideCores === 'number' && r.outsideCores > DISTURBED_CORES;
       entry.disturbed = disturbed;
       entry.final = !disturbed || attempt === 2;

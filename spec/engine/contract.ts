@@ -268,6 +268,77 @@ export function engineContract(name: string, factory: EngineFactory): void {
       expect(await engine.acquireSlots([short], 'k3', 150)).to.equal(0);
     });
 
+    it('delivers signals to every listener, never into the log', async () => {
+      const got: unknown[] = [];
+      const sub = await engine.subscribeSignals((s) => got.push(s));
+      try {
+        await new Promise((r) => setTimeout(r, 50));
+        await engine.publishSignal({ tenant: 't1', channel: 'team:1', kind: 'typing', frame: '{"type":"typing"}', exceptUser: 'ann' });
+        await waitFor(() => got.length === 1, 3000, 'the signal');
+        expect(got[0]).to.deep.equal({ tenant: 't1', channel: 'team:1', kind: 'typing', frame: '{"type":"typing"}', exceptUser: 'ann' });
+        expect((await engine.history('t1', 'team:1', { since: '0-0', limit: 10 })).events).to.deep.equal([]);
+      } finally {
+        await sub.close();
+      }
+    });
+
+    it('keeps presence per connection: first join, renew, expiry sweep announces the last leave once', async () => {
+      const ann1 = { connectionId: 'c1', userId: 'ann', name: 'Ann', device: 'web' };
+      const ann2 = { connectionId: 'c2', userId: 'ann', name: 'Ann', device: 'mobile' };
+      const bo = { connectionId: 'c3', userId: 'bo', device: null };
+      expect(await engine.presenceJoin('t1', 'room:1', ann1, 60_000)).to.deep.equal({ first: true, count: 1 });
+      expect(await engine.presenceJoin('t1', 'room:1', ann2, 60_000)).to.deep.equal({ first: false, count: 1 });
+      expect(await engine.presenceJoin('t1', 'room:1', bo, 60_000)).to.deep.equal({ first: true, count: 2 });
+      expect(await engine.presenceJoin('t2', 'room:1', bo, 60_000)).to.deep.equal({ first: true, count: 1 });
+      const list = await engine.presenceList('t1', 'room:1');
+      expect(list.map((e) => e.connectionId).sort()).to.deep.equal(['c1', 'c2', 'c3']);
+      expect(list.find((e) => e.connectionId === 'c1')).to.deep.equal(ann1);
+      // c1 closes with a short grace: ann is still there through c2
+      await engine.presenceTouch([{ tenant: 't1', channel: 'room:1', connectionId: 'c1', userId: 'ann' }], 50);
+      await new Promise((r) => setTimeout(r, 80));
+      const s1 = await engine.presenceSweep('t1', 'room:1');
+      expect(s1).to.deep.equal({ left: [], count: 2, changed: true });
+      // c2 and bo expire: both users leave, announced once
+      await engine.presenceTouch([
+        { tenant: 't1', channel: 'room:1', connectionId: 'c2', userId: 'ann' },
+        { tenant: 't1', channel: 'room:1', connectionId: 'c3', userId: 'bo' },
+      ], 50);
+      await new Promise((r) => setTimeout(r, 80));
+      const [a, b] = await Promise.all([engine.presenceSweep('t1', 'room:1'), engine.presenceSweep('t1', 'room:1')]);
+      const left = [...a.left, ...b.left].map((e) => e.userId).sort();
+      expect(left).to.deep.equal(['ann', 'bo']);
+      expect(a.count + b.count).to.equal(0);
+      expect(await engine.presenceList('t1', 'room:1')).to.deep.equal([]);
+      expect((await engine.presenceList('t2', 'room:1')).map((e) => e.userId)).to.deep.equal(['bo']);
+    });
+
+    it('answers many users at once: online from live connections, and their own settings', async () => {
+      await engine.connectionsTouch([{ tenant: 't1', userId: 'ann', connectionId: 'c1' }], 60_000);
+      await engine.connectionsTouch([{ tenant: 't1', userId: 'cy', connectionId: 'c9' }], 30);
+      await engine.userSet('t1', 'ann', { status: 'busy', customStatus: 'in surgery', device: 'mobile', lastSeen: '2026-11-21T10:00:00.000Z' });
+      await engine.userSet('t1', 'ann', { customStatus: undefined, status: 'away' });
+      await new Promise((r) => setTimeout(r, 60));
+      const users = await engine.usersGet('t1', ['ann', 'bo', 'cy']);
+      expect(users[0]).to.deep.equal({ id: 'ann', online: true, status: 'away', customStatus: 'in surgery', device: 'mobile', lastSeen: '2026-11-21T10:00:00.000Z' });
+      expect(users[1]).to.deep.equal({ id: 'bo', online: false });
+      expect(users[2]).to.deep.equal({ id: 'cy', online: false });
+      expect((await engine.usersGet('t2', ['ann']))[0]).to.deep.equal({ id: 'ann', online: false });
+    });
+
+    it('moves read cursors forward only; reading implies delivery', async () => {
+      expect(await engine.receiptSet('t1', 'ann', 'dm:ann:bo', 'delivered', '100-0')).to.equal(true);
+      expect(await engine.receiptSet('t1', 'ann', 'dm:ann:bo', 'delivered', '99-5')).to.equal(false);
+      expect(await engine.receiptSet('t1', 'ann', 'dm:ann:bo', 'read', '100-2')).to.equal(true);
+      expect(await engine.receiptSet('t1', 'ann', 'dm:ann:bo', 'read', '100-2')).to.equal(false);
+      expect(await engine.receiptSet('t1', 'ann', 'room:9', 'delivered', '5-0')).to.equal(true);
+      const cursors = (await engine.receiptsGet('t1', 'ann')).sort((x, y) => x.channel.localeCompare(y.channel));
+      expect(cursors).to.deep.equal([
+        { channel: 'dm:ann:bo', delivered: '100-2', read: '100-2' },
+        { channel: 'room:9', delivered: '5-0', read: null },
+      ]);
+      expect(await engine.receiptsGet('t2', 'ann')).to.deep.equal([]);
+    });
+
     it('blocks a group read until an event arrives, bounded by blockMs', async () => {
       await engine.ensureGroup('blockers', 'latest');
       const t0 = Date.now();

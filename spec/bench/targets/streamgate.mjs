@@ -24,7 +24,12 @@ import { fileURLToPath } from 'node:url';
 
 export const name = 'streamgate';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/**
+ * The checkout whose bin/, dist/ and config/ run: this repository, or
+ * BENCH_STREAMGATE_ROOT (a copy of a build, to benchmark a fixed snapshot while the
+ * working tree changes, or another version side by side).
+ */
+const ROOT = process.env.BENCH_STREAMGATE_ROOT ? process.env.BENCH_STREAMGATE_ROOT : fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = join(ROOT, 'bin', 'streamgate');
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 12_000;
@@ -39,24 +44,45 @@ function exited(child) {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-async function startNode({ label, redisUrl, secret, dir, config, track }) {
-  mkdirSync(dir, { recursive: true });
-  const configFile = join(dir, 'config.json');
-  writeFileSync(configFile, JSON.stringify(config));
+function nodeEnv({ redisUrl, secret, dir }) {
+  return {
+    PATH: process.env.PATH ?? '',
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    REDIS_URL: redisUrl,
+    JWT_SECRET: secret,
+    STREAMGATE_DATA_DIR: dir,
+    STREAMGATE_CONFIG: join(dir, 'config.json'),
+  };
+}
+
+/** `streamgate keys create` in a node's data dir (before the node starts): the key. */
+async function createServerKey({ redisUrl, secret, dir, track }) {
+  const child = spawn(process.execPath, [BIN, 'keys', 'create', '--tenant', TENANT, '--label', 'bench'], {
+    cwd: ROOT,
+    env: nodeEnv({ redisUrl, secret, dir }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  track(child);
+  let out = '';
+  let errOut = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stderr.on('data', (c) => (errOut += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS);
+  const code = await new Promise((resolve) => child.once('close', (c) => resolve(c)));
+  clearTimeout(timer);
+  const key = out.trim().split('\n').pop();
+  if (code !== 0 || !key?.startsWith('sgk_')) throw new Error(`streamgate keys create failed (${code}):\n${errOut}${out}`);
+  return key;
+}
+
+async function startNode({ label, redisUrl, secret, dir, track }) {
   // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], {
     cwd: ROOT,
-    env: {
-      PATH: process.env.PATH ?? '',
-      NODE_ENV: 'test',
-      PORT: '0',
-      HOST: '127.0.0.1',
-      REDIS_URL: redisUrl,
-      JWT_SECRET: secret,
-      STREAMGATE_DATA_DIR: dir,
-      STREAMGATE_CONFIG: configFile,
-    },
+    env: nodeEnv({ redisUrl, secret, dir }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   track(child);
@@ -130,10 +156,16 @@ export const server = {
     if (opts.retentionCount) config.defaults = { retention: { count: opts.retentionCount } };
     const count = opts.nodes ?? 2;
     const nodes = [];
+    let serverKey = null;
     try {
       for (let i = 0; i < count; i++) {
         const label = String.fromCharCode(65 + i);
-        nodes.push(await startNode({ label, redisUrl: opts.redisUrl, secret, dir: join(opts.dir, `node-${label}`), config, track: opts.track }));
+        const dir = join(opts.dir, `node-${label}`);
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+        // Node A's database holds a server key: the way a backend publishes.
+        if (i === 0) serverKey = await createServerKey({ redisUrl: opts.redisUrl, secret, dir, track: opts.track });
+        nodes.push(await startNode({ label, redisUrl: opts.redisUrl, secret, dir, track: opts.track }));
       }
     } catch (err) {
       await Promise.allSettled(nodes.map((n) => n.stop()));
@@ -150,9 +182,14 @@ export const server = {
       clientSpecs(list) {
         return list.map(({ node, user }) => ({ wsUrl: nodes[node].wsUrl, token: sign({ sub: user }) }));
       },
-      /** Publishing over HTTP to node `node` with a user token that may publish on bench:*. */
-      publisherSpec(node = 0) {
-        return { url: nodes[node].url, token: sign({ sub: 'bench-publisher', publish: ['bench:*'] }) };
+      /**
+       * Publishing over HTTP to node A (POST /v1/channels/{channel}/events), as a backend
+       * does with a server key (auth 'key'), or with a user token carrying the
+       * `publish` claim (auth 'token').
+       */
+      publisherSpec({ auth = 'key' } = {}) {
+        const token = auth === 'key' ? serverKey : sign({ sub: 'bench-publisher', publish: ['bench:*'] });
+        return { url: nodes[0].url, token };
       },
       /** Lines the nodes printed after starting (warnings, errors): checked into the results. */
       warnings() {

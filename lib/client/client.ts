@@ -1,0 +1,456 @@
+/**
+ * The Streamgate client: one logical connection over the best transport that works
+ * (WebSocket, then SSE, then long-polling), reconnected with exponential backoff and
+ * full jitter, resuming every channel from the last event id it kept, dropping
+ * repeats, holding publishes while offline and renewing its token before it expires.
+ */
+import { CloseCode } from '../protocol/codes.js';
+import { isValidChannel } from '../protocol/channel.js';
+import { ZERO_ID } from '../protocol/event-id.js';
+import { isValidEventName, type EventFrame, type JsonValue } from '../protocol/frames.js';
+import { Backoff } from './backoff.js';
+import { Emitter } from './emitter.js';
+import { StreamgateClientError, isConnectionLoss } from './errors.js';
+import { historyOverHttp } from './http.js';
+import { Outbox } from './outbox.js';
+import { StreamTransport, type StreamCursor } from './stream-transport.js';
+import { ChannelFeed, ChannelSubscription, type Subscription } from './subscription.js';
+import { TokenSource } from './token.js';
+import type { ClientTransport, CloseInfo, InboundFrame, ServerLimits, TransportContext, TransportHost } from './transport.js';
+import { TransportMemory, defaultStorage } from './transport-memory.js';
+import type {
+  ConnectOptions,
+  ConnectionState,
+  HistoryOptions,
+  HistoryResult,
+  PublishOptions,
+  PublishResult,
+  ResetInfo,
+  SignalFrame,
+  StateChange,
+  SubscribeOptions,
+  TimeoutOptions,
+  TransportName,
+} from './types.js';
+import { WebSocketTransport } from './websocket-transport.js';
+import { pollWire, sseWire } from './wire.js';
+
+export interface ClientEvents {
+  state: StateChange;
+  error: Error;
+  /** Events of a channel were lost to retention: reload its state. */
+  reset: ResetInfo;
+  /** Presence, typing and receipt signals of subscribed channels. */
+  signal: SignalFrame;
+}
+
+const DEFAULT_TIMEOUTS: Required<TimeoutOptions> = {
+  connectMs: 10_000,
+  requestMs: 15_000,
+  pongMs: 5_000,
+  pollSeconds: 25,
+  stableMs: 10_000,
+  retryBetterMs: 60_000,
+};
+
+/** A `token_expiring` this soon after a renewal is the server warning about a short-lived token: the timer handles it. */
+const RENEWED_RECENTLY_MS = 2_000;
+/** Temporary refusals of a subscribe (`rate_limited`, `unavailable`) retried this many times. */
+const SUBSCRIBE_RETRIES = 5;
+const SERVER_DECIDED = new Set<number>([CloseCode.Unauthorized, CloseCode.Forbidden, CloseCode.ConnectionLimit, CloseCode.RateLimited, CloseCode.MessageTooBig, CloseCode.GoingAway]);
+
+function baseUrlOf(url: string): string {
+  const u = new URL(url);
+  if (u.protocol === 'ws:') u.protocol = 'http:';
+  if (u.protocol === 'wss:') u.protocol = 'https:';
+  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
+}
+
+function randomKey(): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
+}
+
+export class Client {
+  private readonly emitter = new Emitter<ClientEvents>();
+  private readonly feeds = new Map<string, ChannelFeed>();
+  private readonly outbox: Outbox;
+  private readonly backoff: Backoff;
+  private readonly memory: TransportMemory;
+  private readonly tokens: TokenSource;
+  private readonly ctx: TransportContext;
+  private readonly preferred: TransportName[];
+  private readonly cursor: StreamCursor = { value: null, covered: new Set() };
+  private readonly host: TransportHost;
+  private current: ClientTransport | null = null;
+  private usable = false;
+  private openedAt = 0;
+  private stateValue: ConnectionState = 'connecting';
+  private stopped = false;
+  /** Transports left to try before waiting (one round of capability detection). */
+  private cycle: TransportName[] = [];
+  private failedInCycle: TransportName[] = [];
+  /** Bumped whenever an attempt is abandoned, so its late async steps do nothing. */
+  private generation = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private tokenTimer: ReturnType<typeof setTimeout> | undefined;
+  private upgradeTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(options: ConnectOptions) {
+    if (!options || typeof options.url !== 'string') throw new TypeError('connect: options.url is required');
+    if (!options.token && !options.getToken) throw new TypeError('connect: options.token or options.getToken is required');
+    const g = globalThis as Partial<Pick<TransportContext, 'WebSocket' | 'EventSource' | 'fetch'>>;
+    const baseUrl = baseUrlOf(options.url);
+    const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    timeouts.pollSeconds = Math.min(30, Math.max(1, Math.round(timeouts.pollSeconds)));
+    this.tokens = new TokenSource(options.token, options.getToken);
+    const fetchFn = options.fetch ?? (typeof g.fetch === 'function' ? g.fetch.bind(globalThis) : undefined);
+    this.ctx = {
+      baseUrl,
+      tokens: this.tokens,
+      fetch: fetchFn,
+      WebSocket: options.WebSocket ?? g.WebSocket,
+      EventSource: options.EventSource ?? g.EventSource,
+      timeouts,
+      device: options.device,
+    };
+    this.preferred = (options.transports ?? ['websocket', 'sse', 'poll']).filter((n, i, all) => all.indexOf(n) === i);
+    this.backoff = new Backoff(options.backoff);
+    this.memory = new TransportMemory(options.storage ?? defaultStorage(), `streamgate.transports ${baseUrl}`, timeouts.retryBetterMs);
+    this.outbox = new Outbox(options.maxQueuedPublishes ?? 1000);
+    this.host = this.makeHost();
+    // Listeners added right after connect() see the first state.
+    setTimeout(() => this.beginCycle(), 0);
+  }
+
+  /** `connecting`, `connected`, `reconnecting` or `disconnected`. */
+  get state(): ConnectionState {
+    return this.stateValue;
+  }
+
+  /** The transport in use, or null when not connected. */
+  get transport(): TransportName | null {
+    return this.usable && this.current ? this.current.name : null;
+  }
+
+  on<K extends keyof ClientEvents>(name: K, listener: (value: ClientEvents[K]) => void): () => void {
+    return this.emitter.on(name, listener);
+  }
+
+  off<K extends keyof ClientEvents>(name: K, listener: (value: ClientEvents[K]) => void): void {
+    this.emitter.off(name, listener);
+  }
+
+  /**
+   * Receive the channel's events, each once and in order, from now or after `since`,
+   * across reconnections and transport changes.
+   */
+  subscribe(channel: string, handler: (event: EventFrame) => void, options: SubscribeOptions = {}): Subscription {
+    if (!isValidChannel(channel)) throw new StreamgateClientError('bad_request', `not a channel name: ${JSON.stringify(channel)}`);
+    if (typeof handler !== 'function') throw new TypeError('subscribe: handler must be a function');
+    let feed = this.feeds.get(channel);
+    const isNew = !feed;
+    if (!feed) {
+      feed = new ChannelFeed(channel, options.since ?? null);
+      this.feeds.set(channel, feed);
+    }
+    const sub = new ChannelSubscription(channel, handler, options, (s) => this.leave(s));
+    feed.subscriptions.add(sub);
+    if (this.stopped) sub.refused(new StreamgateClientError('closed', 'the client is closed'));
+    else if (isNew && this.current) this.subscribeOn(this.current, feed);
+    else if (feed.known) sub.accepted();
+    return sub;
+  }
+
+  /** Stop a subscription, or every handler of a channel. */
+  unsubscribe(target: Subscription | string): void {
+    if (typeof target !== 'string') return target.unsubscribe();
+    const feed = this.feeds.get(target);
+    if (!feed) return;
+    for (const sub of [...feed.subscriptions]) sub.unsubscribe();
+  }
+
+  /**
+   * Append an event to a channel. While offline it waits and is sent, in order with
+   * the others, on the next connection.
+   */
+  publish(channel: string, event: string, data: JsonValue, options: PublishOptions = {}): Promise<PublishResult> {
+    if (this.stopped) return Promise.reject(new StreamgateClientError('closed', 'the client is closed'));
+    if (!isValidChannel(channel)) return Promise.reject(new StreamgateClientError('bad_request', `not a channel name: ${JSON.stringify(channel)}`));
+    if (!isValidEventName(event)) return Promise.reject(new StreamgateClientError('bad_request', `not an event name: ${JSON.stringify(event)}`));
+    const request = { channel, event, data: data ?? null, idempotency_key: options.idempotencyKey ?? randomKey() } as Parameters<Outbox['add']>[0];
+    if (options.priority) request.priority = options.priority;
+    const result = this.outbox.add(request);
+    this.pump();
+    return result;
+  }
+
+  /** The channel's retained events: after `since`, or the latest `limit`. */
+  async history(channel: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    if (!isValidChannel(channel)) throw new StreamgateClientError('bad_request', `not a channel name: ${JSON.stringify(channel)}`);
+    const t = this.current;
+    if (t && this.usable) {
+      try {
+        return await t.history(channel, options);
+      } catch (err) {
+        if (!isConnectionLoss(err)) throw err;
+      }
+    }
+    return historyOverHttp(this.ctx, channel, options);
+  }
+
+  /** Close for good: no more reconnection; waiting publishes are refused with `closed`. */
+  close(): void {
+    this.stop('closed by the application', null);
+  }
+
+  private pump(): void {
+    const t = this.current;
+    if (t && this.usable) this.outbox.pump(t, () => this.current === t && this.usable);
+  }
+
+  private leave(sub: ChannelSubscription): void {
+    const feed = this.feeds.get(sub.channel);
+    if (!feed || !feed.subscriptions.delete(sub) || feed.subscriptions.size > 0) return;
+    this.feeds.delete(sub.channel);
+    this.current?.unsubscribe(sub.channel);
+  }
+
+  private subscribeOn(t: ClientTransport, feed: ChannelFeed): void {
+    t.subscribe(feed.channel, feed.lastId, feed.known).then(
+      (answer) => {
+        if (this.feeds.get(feed.channel) !== feed) return;
+        if (feed.lastId === null) feed.lastId = answer.position ?? ZERO_ID;
+        feed.accepted();
+        if (!answer.recovered) this.reset(feed);
+      },
+      (err: unknown) => {
+        if (this.feeds.get(feed.channel) !== feed || this.stopped) return;
+        const e = err instanceof StreamgateClientError ? err : new StreamgateClientError('internal', String(err));
+        // The next connection subscribes again.
+        if (isConnectionLoss(e) || e.code === 'closed') return;
+        if ((e.code === 'rate_limited' || e.code === 'unavailable' || e.code === 'internal') && feed.retries++ < SUBSCRIBE_RETRIES) {
+          setTimeout(() => {
+            if (this.current === t && this.feeds.get(feed.channel) === feed) this.subscribeOn(t, feed);
+          }, Math.max(1000, (e.retryAfter ?? 0) * 1000) * feed.retries);
+          return;
+        }
+        this.feeds.delete(feed.channel);
+        feed.refused(e);
+        this.emitter.emit('error', e);
+      },
+    );
+  }
+
+  private reset(feed: ChannelFeed): void {
+    this.emitter.emit('reset', { channel: feed.channel });
+    feed.reset();
+  }
+
+  private setState(state: ConnectionState, change: Omit<StateChange, 'state'>): void {
+    this.stateValue = state;
+    this.emitter.emit('state', { state, ...change });
+  }
+
+  /** The transports this environment has, in the order of preference. */
+  private available(): TransportName[] {
+    return this.preferred.filter((n) => (n === 'websocket' ? !!this.ctx.WebSocket : n === 'sse' ? !!this.ctx.EventSource && !!this.ctx.fetch : !!this.ctx.fetch));
+  }
+
+  private beginCycle(): void {
+    if (this.stopped) return;
+    const available = this.available();
+    if (available.length === 0) {
+      this.stop('no transport is available here (pass WebSocket, EventSource or fetch)', new StreamgateClientError('unavailable', 'no transport available'));
+      return;
+    }
+    this.cycle = this.memory.order(available);
+    this.failedInCycle = [];
+    void this.tryNext();
+  }
+
+  private async tryNext(): Promise<void> {
+    const name = this.cycle.shift();
+    if (!name) return this.scheduleReconnect({ reason: 'no transport worked' });
+    const generation = ++this.generation;
+    this.setState('connecting', { transport: name });
+    try {
+      await this.tokens.fresh();
+    } catch (err) {
+      if (generation !== this.generation) return;
+      this.emitter.emit('error', err instanceof Error ? err : new Error(String(err)));
+      return this.scheduleReconnect({ reason: 'no token' });
+    }
+    if (generation !== this.generation || this.stopped) return;
+    const t: ClientTransport =
+      name === 'websocket' ? new WebSocketTransport(this.host, this.ctx) : new StreamTransport(name === 'sse' ? sseWire : pollWire, this.host, this.ctx, this.cursor);
+    this.current = t;
+    this.usable = false;
+    for (const feed of this.feeds.values()) this.subscribeOn(t, feed);
+    t.open();
+  }
+
+  private makeHost(): TransportHost {
+    return {
+      opened: (t, limits) => t === this.current && this.opened(t, limits),
+      confirmed: (t) => t === this.current && this.confirmed(t),
+      closed: (t, info) => t === this.current && this.closed(info),
+      frame: (t, frame) => t === this.current && this.receive(frame),
+      tokenExpiring: (t) => {
+        if (t === this.current && Date.now() - this.tokens.obtainedAt > RENEWED_RECENTLY_MS) this.renewToken();
+      },
+      error: (t, err) => t === this.current && this.emitter.emit('error', err),
+      lastId: (channel) => this.feeds.get(channel)?.lastId ?? null,
+    };
+  }
+
+  private opened(t: ClientTransport, _limits: ServerLimits): void {
+    this.usable = true;
+    this.openedAt = Date.now();
+    clearTimeout(this.reconnectTimer);
+    // Resuming from the ids kept makes an older stream cursor useless: it could only replay repeats or a needless reset.
+    if (!t.usesCursor) {
+      this.cursor.value = null;
+      this.cursor.covered.clear();
+    }
+    this.setState('connected', { transport: t.name });
+    this.scheduleTokenRenewal();
+    this.pump();
+  }
+
+  private confirmed(t: ClientTransport): void {
+    this.memory.succeeded(t.name);
+    for (const name of this.failedInCycle) this.memory.failed(name);
+    this.failedInCycle = [];
+    this.cycle = [];
+    this.scheduleUpgrade(t.name);
+  }
+
+  private receive(frame: InboundFrame): void {
+    if (frame.type === 'event') {
+      this.feeds.get(frame.channel)?.deliver(frame);
+    } else if (frame.type === 'reset') {
+      const feed = this.feeds.get(frame.channel);
+      if (feed) this.reset(feed);
+    } else if (this.feeds.has(frame.channel)) {
+      this.emitter.emit('signal', frame as SignalFrame);
+    }
+  }
+
+  private closed(info: CloseInfo): void {
+    const name = this.current!.name;
+    const wasUsable = this.usable;
+    this.current = null;
+    this.usable = false;
+    this.generation++;
+    clearTimeout(this.tokenTimer);
+    clearTimeout(this.upgradeTimer);
+    if (wasUsable && Date.now() - this.openedAt >= this.ctx.timeouts.stableMs) this.backoff.reset();
+    const { closeCode: code, status } = info;
+    if (code === CloseCode.Forbidden) {
+      this.stop(`forbidden: ${info.reason}`, new StreamgateClientError('forbidden', `the server refused the connection: ${info.reason}`, { closeCode: code }));
+      return;
+    }
+    if (code === CloseCode.Unauthorized || status === 401) {
+      if (!this.tokens.canRefresh) {
+        this.stop('the token was refused', new StreamgateClientError('unauthorized', 'the token was refused and there is no getToken to renew it', code === undefined ? { status: 401 } : { closeCode: code }));
+        return;
+      }
+      // The next attempt waits for the new token (TokenSource.fresh shares the refresh).
+      this.tokens.refresh().catch((err: unknown) => this.emitter.emit('error', err instanceof Error ? err : new Error(String(err))));
+      return this.scheduleReconnect(info);
+    }
+    if (code === CloseCode.ConnectionLimit || code === CloseCode.RateLimited || status === 429) {
+      this.backoff.atLeast(3);
+      return this.scheduleReconnect(info);
+    }
+    const capability = info.neverWorked && status !== 403 && (code === undefined || !SERVER_DECIDED.has(code));
+    if (capability) {
+      this.failedInCycle.push(name);
+      if (this.cycle.length > 0) {
+        void this.tryNext();
+        return;
+      }
+    }
+    this.scheduleReconnect(info);
+  }
+
+  private scheduleReconnect(info: { reason: string; closeCode?: number }): void {
+    if (this.stopped) return;
+    this.generation++;
+    clearTimeout(this.reconnectTimer);
+    const delay = this.backoff.next();
+    const change: Omit<StateChange, 'state'> = { transport: null, delay, attempt: this.backoff.attempt, reason: info.reason };
+    if (info.closeCode !== undefined) change.closeCode = info.closeCode;
+    this.setState('reconnecting', change);
+    this.reconnectTimer = setTimeout(() => this.beginCycle(), delay);
+  }
+
+  private scheduleTokenRenewal(): void {
+    clearTimeout(this.tokenTimer);
+    const at = this.tokens.refreshAt();
+    if (at === null) return;
+    // At least a second apart, whatever the token says.
+    this.tokenTimer = setTimeout(() => this.renewToken(), Math.max(1000, at - Date.now()));
+  }
+
+  private renewToken(): void {
+    clearTimeout(this.tokenTimer);
+    this.tokens.refresh().then(
+      (token) => {
+        const t = this.current;
+        if (t && this.usable) t.refresh(token).catch((err: unknown) => !isConnectionLoss(err) && this.emitter.emit('error', err as Error));
+        this.scheduleTokenRenewal();
+      },
+      (err: unknown) => {
+        this.emitter.emit('error', err instanceof Error ? err : new Error(String(err)));
+        // Try again a little later; the server closes with 4001 at expiry and the reconnect asks again.
+        clearTimeout(this.tokenTimer);
+        this.tokenTimer = setTimeout(() => this.renewToken(), 5000);
+      },
+    );
+  }
+
+  /** On a fallback, go back to a better transport once it is no longer set aside. */
+  private scheduleUpgrade(name: TransportName): void {
+    clearTimeout(this.upgradeTimer);
+    const available = this.available();
+    const better = available.slice(0, available.indexOf(name));
+    if (better.length === 0) return;
+    const now = Date.now();
+    const until = Math.min(...better.map((n) => this.memory.asideUntil(n, now) || now));
+    const delay = Math.max(1000, until - now) * (1 + Math.random() * 0.1);
+    this.upgradeTimer = setTimeout(() => {
+      const t = this.current;
+      if (!t || this.stopped) return;
+      this.current = null;
+      this.usable = false;
+      t.close();
+      this.beginCycle();
+    }, delay);
+  }
+
+  private stop(reason: string, error: StreamgateClientError | null): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.generation++;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.tokenTimer);
+    clearTimeout(this.upgradeTimer);
+    const t = this.current;
+    this.current = null;
+    this.usable = false;
+    t?.close();
+    this.outbox.rejectAll(error ?? new StreamgateClientError('closed', 'the client is closed'));
+    const closed = error ?? new StreamgateClientError('closed', 'the client is closed');
+    for (const feed of this.feeds.values()) for (const sub of feed.subscriptions) if (!feed.known) sub.refused(closed);
+    this.setState('disconnected', { transport: null, reason });
+    if (error) this.emitter.emit('error', error);
+  }
+}
+
+/** Connect to a Streamgate gateway. The client starts connecting at once and reconnects by itself until `close()`. */
+export function connect(options: ConnectOptions): Client {
+  return new Client(options);
+}
