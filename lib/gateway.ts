@@ -19,6 +19,11 @@ import { ConnectionRegistry } from './gateway/connections.js';
 import type { Session, SessionContext } from './gateway/session.js';
 import { WebSocketGateway } from './transports/websocket.js';
 import { TenantQuota } from './gateway/tenant-quota.js';
+import { Presence } from './gateway/presence.js';
+import { createRoomsRouter } from './http/rooms.js';
+import { isReservedRoomEvent, roomChannelAccess } from './auth/room-roles.js';
+import { createAuthenticator } from './auth/authenticate.js';
+import { TypingReceipts } from './gateway/typing-receipts.js';
 import { serveSse, type StreamDeps } from './transports/sse.js';
 import { PollGateway } from './transports/poll.js';
 import { Announcements } from './transports/announcements.js';
@@ -68,8 +73,14 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const hub = new Hub();
   let feed: LogFeed;
+  let signals: { close(): Promise<void> };
   try {
-    feed = await engine.subscribeLog('latest', (events) => hub.dispatch(events));
+    feed = await engine.subscribeLog('latest', (events) => {
+      // Room changes reach every node through the log: forget cached roles at once.
+      for (const e of events) if (e.channel.startsWith('room:') && isReservedRoomEvent(e.event)) store.rooms.invalidate(e.tenant, e.channel.slice(5));
+      hub.dispatch(events);
+    });
+    signals = await engine.subscribeSignals((signal) => hub.dispatchSignal(signal));
   } catch (err) {
     await engine.close().catch(() => undefined);
     await store.close().catch(() => undefined);
@@ -88,11 +99,17 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   }
   const connections = new ConnectionRegistry(config, engine);
   const publishDeps = { config, engine, metrics, audit: store.audit, quota };
+  const access = roomChannelAccess(store.rooms);
+  const presence = new Presence({ config, engine, history: store.audit });
+  const collab = new TypingReceipts({ config, engine, mayRead: access.maySubscribe });
   const ctx: SessionContext = {
     config,
     engine,
     hub,
     metrics,
+    presence,
+    collab,
+    access,
     verifier: new TokenVerifier(config.jwt),
     publish: publishDeps,
     track,
@@ -118,6 +135,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     registry: connections,
     isClosing: () => closing !== null,
     onOpen(session) {
+      void presence.connected(session).catch(() => undefined);
       metrics.connections.inc({ transport: session.transport.name, tenant: session.tenant });
       store.audit.connectionOpened({
         tenant: session.tenant,
@@ -143,6 +161,13 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     pingDatabase: () => store.ping(),
     ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
     lifecycle: { isClosing: () => closing !== null, track },
+    collaboration: {
+      presence,
+      collab,
+      access,
+      memberChannels: async (p) => (await store.rooms.roomIdsForUser(p.tenant, p.userId)).map((id) => `room:${id}`),
+    },
+    rooms: createRoomsRouter({ rooms: store.rooms, publish: publishDeps, authenticate: createAuthenticator(config.jwt, store.keys) }),
     streams: {
       sse: (req, res) => void serveSse(streamDeps, req, res),
       poll: (req, res) => void polls.serve(req, res),
@@ -207,6 +232,9 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
         await Promise.race([stopped, grace]);
         for (const s of servers) s.closeAllConnections();
         await stopped;
+        presence.close();
+        collab.close();
+        await signals.close();
         await feed.close();
         await engine.close();
         await store.close();

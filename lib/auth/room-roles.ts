@@ -6,10 +6,13 @@
  * publish while the room is not archived; admins rename, set metadata, archive and
  * manage members, but only an owner makes or removes owners and admins; only an owner
  * deletes. Anyone may leave (remove themselves) or step down to a lower role. Nobody
- * may take away the last owner (`leavesNoOwner`, which the store enforces under a lock).
+ * may take away the last owner: that depends on the other members, so `RoomStore`
+ * checks it atomically with the change (under a lock of the room row) and answers
+ * `conflict`.
  * Server keys act with every right in their tenant: pass them as `owner`.
  */
-import type { Principal } from './principal.js';
+import { forbidden } from '../errors.js';
+import type { Principal, UserPrincipal } from './principal.js';
 
 /**
  * The roles of a room member, highest first. `lib/store/rooms.ts` declares the same
@@ -91,12 +94,15 @@ export function mayRemove(actor: RoomRole | null, removal: { self: boolean; targ
   return !isPrivileged(removal.target) || actor === 'owner';
 }
 
-/** Would changing a `current` member to `next` (null: removing them) leave a room with `owners` owners ownerless? */
-export function leavesNoOwner(owners: number, current: RoomRole, next: RoomRole | null): boolean {
-  return current === 'owner' && next !== 'owner' && owners <= 1;
-}
-
 const ROOM_PREFIX = 'room:';
+
+/**
+ * `room.*` and `member.*` events on a room channel come from the rooms API only:
+ * sessions act on `member.removed`, so a user must not be able to publish one.
+ */
+export function isReservedRoomEvent(event: string): boolean {
+  return event.startsWith('room.') || event.startsWith('member.');
+}
 
 /** The room id of a `room:<id>` channel, or null for any other channel (room ids hold no `:`). */
 export function roomIdOf(channel: string): string | null {
@@ -121,4 +127,26 @@ export async function mayUseRoomChannel(
   if (roomId === null) return false;
   const access = await rooms.access(principal.tenant, roomId, principal.userId);
   return action === 'subscribe' ? mayRead(access?.role ?? null) : mayPublish(access);
+}
+
+/**
+ * The lookup-backed half of the channel rules for `room:` channels, in the shape of the
+ * session's `ChannelAccess`: each check resolves, or rejects with `forbidden`. Other
+ * channels pass here (the synchronous rules judge them). Answers come from the room
+ * store's cache, so a change made on another node applies within its TTL.
+ */
+export function roomChannelAccess(rooms: RoomAccessLookup): {
+  maySubscribe(principal: UserPrincipal, channel: string): Promise<void>;
+  mayPublish(principal: UserPrincipal, channel: string): Promise<void>;
+} {
+  const check = async (principal: UserPrincipal, channel: string, action: 'subscribe' | 'publish'): Promise<void> => {
+    if (!channel.startsWith(ROOM_PREFIX)) return;
+    if (!(await mayUseRoomChannel(rooms, principal, channel, action))) {
+      throw forbidden(action === 'subscribe' ? `not a member of ${channel}` : `not allowed to publish to ${channel}: it needs the member role in a room that is not archived`);
+    }
+  };
+  return {
+    maySubscribe: (principal, channel) => check(principal, channel, 'subscribe'),
+    mayPublish: (principal, channel) => check(principal, channel, 'publish'),
+  };
 }

@@ -5,6 +5,7 @@
 import { forbidden } from '../errors.js';
 import { matchesAny, namespaceOf } from '../protocol/channel.js';
 import type { Principal, UserPrincipal } from './principal.js';
+import { roomIdOf } from './room-roles.js';
 
 /** `dm:<a>:<b>`: the two user ids, or null when the name has not exactly two parts. */
 function dmParties(channel: string): [string, string] | null {
@@ -23,8 +24,10 @@ function userMaySubscribe(user: UserPrincipal, channel: string): boolean {
     }
     case 'tenant':
       return channel === 'tenant';
+    case 'room':
+      // Membership is checked by the room store (ChannelAccess, `roomChannelAccess`).
+      return roomIdOf(channel) !== null;
     default:
-      // `room:` follows the token claims until room membership exists.
       return matchesAny(user.channels, channel);
   }
 }
@@ -38,6 +41,8 @@ function userMayPublish(user: UserPrincipal, channel: string): boolean {
       const parties = dmParties(channel);
       return parties !== null && parties.includes(user.userId);
     }
+    case 'room':
+      return roomIdOf(channel) !== null;
     default:
       return matchesAny(user.publish, channel);
   }

@@ -4,20 +4,21 @@
  * full jitter, resuming every channel from the last event id it kept, dropping
  * repeats, holding publishes while offline and renewing its token before it expires.
  */
-import { CloseCode } from '../protocol/codes.js';
 import { isValidChannel } from '../protocol/channel.js';
 import { ZERO_ID } from '../protocol/event-id.js';
 import { isValidEventName, type EventFrame, type JsonValue } from '../protocol/frames.js';
 import { Backoff } from './backoff.js';
+import { decideOnClose } from './close-policy.js';
 import { Emitter } from './emitter.js';
 import { StreamgateClientError, isConnectionLoss } from './errors.js';
 import { historyOverHttp } from './http.js';
+import { resolveOptions } from './options.js';
 import { Outbox } from './outbox.js';
 import { StreamTransport, type StreamCursor } from './stream-transport.js';
 import { ChannelFeed, ChannelSubscription, type Subscription } from './subscription.js';
 import { TokenSource } from './token.js';
-import type { ClientTransport, CloseInfo, InboundFrame, ServerLimits, TransportContext, TransportHost } from './transport.js';
-import { TransportMemory, defaultStorage } from './transport-memory.js';
+import type { ClientTransport, CloseInfo, InboundFrame, TransportContext, TransportHost } from './transport.js';
+import { TransportMemory, defaultStorage, privateStorage } from './transport-memory.js';
 import type {
   ConnectOptions,
   ConnectionState,
@@ -29,7 +30,6 @@ import type {
   SignalFrame,
   StateChange,
   SubscribeOptions,
-  TimeoutOptions,
   TransportName,
 } from './types.js';
 import { WebSocketTransport } from './websocket-transport.js';
@@ -44,27 +44,11 @@ export interface ClientEvents {
   signal: SignalFrame;
 }
 
-const DEFAULT_TIMEOUTS: Required<TimeoutOptions> = {
-  connectMs: 10_000,
-  requestMs: 15_000,
-  pongMs: 5_000,
-  pollSeconds: 25,
-  stableMs: 10_000,
-  retryBetterMs: 60_000,
-};
-
 /** A `token_expiring` this soon after a renewal is the server warning about a short-lived token: the timer handles it. */
 const RENEWED_RECENTLY_MS = 2_000;
 /** Temporary refusals of a subscribe (`rate_limited`, `unavailable`) retried this many times. */
 const SUBSCRIBE_RETRIES = 5;
-const SERVER_DECIDED = new Set<number>([CloseCode.Unauthorized, CloseCode.Forbidden, CloseCode.ConnectionLimit, CloseCode.RateLimited, CloseCode.MessageTooBig, CloseCode.GoingAway]);
-
-function baseUrlOf(url: string): string {
-  const u = new URL(url);
-  if (u.protocol === 'ws:') u.protocol = 'http:';
-  if (u.protocol === 'wss:') u.protocol = 'https:';
-  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
-}
+const TEMPORARY = new Set(['rate_limited', 'unavailable', 'internal', 'unauthorized']);
 
 function randomKey(): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
@@ -80,7 +64,7 @@ export class Client {
   private readonly memory: TransportMemory;
   private readonly tokens: TokenSource;
   private readonly ctx: TransportContext;
-  private readonly preferred: TransportName[];
+  private readonly preferred: readonly TransportName[];
   private readonly cursor: StreamCursor = { value: null, covered: new Set() };
   private readonly host: TransportHost;
   private current: ClientTransport | null = null;
@@ -98,27 +82,14 @@ export class Client {
   private upgradeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ConnectOptions) {
-    if (!options || typeof options.url !== 'string') throw new TypeError('connect: options.url is required');
-    if (!options.token && !options.getToken) throw new TypeError('connect: options.token or options.getToken is required');
-    const g = globalThis as Partial<Pick<TransportContext, 'WebSocket' | 'EventSource' | 'fetch'>>;
-    const baseUrl = baseUrlOf(options.url);
-    const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-    timeouts.pollSeconds = Math.min(30, Math.max(1, Math.round(timeouts.pollSeconds)));
-    this.tokens = new TokenSource(options.token, options.getToken);
-    const fetchFn = options.fetch ?? (typeof g.fetch === 'function' ? g.fetch.bind(globalThis) : undefined);
-    this.ctx = {
-      baseUrl,
-      tokens: this.tokens,
-      fetch: fetchFn,
-      WebSocket: options.WebSocket ?? g.WebSocket,
-      EventSource: options.EventSource ?? g.EventSource,
-      timeouts,
-      device: options.device,
-    };
-    this.preferred = (options.transports ?? ['websocket', 'sse', 'poll']).filter((n, i, all) => all.indexOf(n) === i);
-    this.backoff = new Backoff(options.backoff);
-    this.memory = new TransportMemory(options.storage ?? defaultStorage(), `streamgate.transports ${baseUrl}`, timeouts.retryBetterMs);
-    this.outbox = new Outbox(options.maxQueuedPublishes ?? 1000);
+    const resolved = resolveOptions(options);
+    this.ctx = resolved.ctx;
+    this.tokens = resolved.ctx.tokens;
+    this.preferred = resolved.preferred;
+    this.backoff = new Backoff(resolved.backoff);
+    const storage = resolved.storage === undefined ? defaultStorage() : resolved.storage ?? privateStorage();
+    this.memory = new TransportMemory(storage, `streamgate.transports ${this.ctx.baseUrl}`, this.ctx.timeouts.retryBetterMs);
+    this.outbox = new Outbox(resolved.maxQueuedPublishes);
     this.host = this.makeHost();
     // Listeners added right after connect() see the first state.
     setTimeout(() => this.beginCycle(), 0);
@@ -230,7 +201,12 @@ export class Client {
         const e = err instanceof StreamgateClientError ? err : new StreamgateClientError('internal', String(err));
         // The next connection subscribes again.
         if (isConnectionLoss(e) || e.code === 'closed') return;
-        if ((e.code === 'rate_limited' || e.code === 'unavailable' || e.code === 'internal') && feed.retries++ < SUBSCRIBE_RETRIES) {
+        // The token, not the channel, was refused (HTTP check): the connection's business.
+        if (e.code === 'unauthorized' && !this.tokens.canRefresh) {
+          this.stop('the token was refused', e);
+          return;
+        }
+        if (TEMPORARY.has(e.code) && feed.retries++ < SUBSCRIBE_RETRIES) {
           setTimeout(() => {
             if (this.current === t && this.feeds.get(feed.channel) === feed) this.subscribeOn(t, feed);
           }, Math.max(1000, (e.retryAfter ?? 0) * 1000) * feed.retries);
@@ -293,7 +269,7 @@ export class Client {
 
   private makeHost(): TransportHost {
     return {
-      opened: (t, limits) => t === this.current && this.opened(t, limits),
+      opened: (t) => t === this.current && this.opened(t),
       confirmed: (t) => t === this.current && this.confirmed(t),
       closed: (t, info) => t === this.current && this.closed(info),
       frame: (t, frame) => t === this.current && this.receive(frame),
@@ -305,7 +281,7 @@ export class Client {
     };
   }
 
-  private opened(t: ClientTransport, _limits: ServerLimits): void {
+  private opened(t: ClientTransport): void {
     this.usable = true;
     this.openedAt = Date.now();
     clearTimeout(this.reconnectTimer);
@@ -347,33 +323,24 @@ export class Client {
     clearTimeout(this.tokenTimer);
     clearTimeout(this.upgradeTimer);
     if (wasUsable && Date.now() - this.openedAt >= this.ctx.timeouts.stableMs) this.backoff.reset();
-    const { closeCode: code, status } = info;
-    if (code === CloseCode.Forbidden) {
-      this.stop(`forbidden: ${info.reason}`, new StreamgateClientError('forbidden', `the server refused the connection: ${info.reason}`, { closeCode: code }));
-      return;
+    const decision = decideOnClose(info, this.tokens.canRefresh);
+    switch (decision.action) {
+      case 'stop':
+        return this.stop(decision.error.message, decision.error);
+      case 'renew-token':
+        // The next attempt waits for the new token (TokenSource.fresh shares the refresh).
+        this.tokens.refresh().catch((err: unknown) => this.emitter.emit('error', err instanceof Error ? err : new Error(String(err))));
+        return this.scheduleReconnect(info);
+      case 'back-off':
+        this.backoff.atLeast(decision.attempt);
+        return this.scheduleReconnect(info);
+      case 'next-transport':
+        this.failedInCycle.push(name);
+        if (this.cycle.length > 0) return void this.tryNext();
+        return this.scheduleReconnect(info);
+      case 'reconnect':
+        return this.scheduleReconnect(info);
     }
-    if (code === CloseCode.Unauthorized || status === 401) {
-      if (!this.tokens.canRefresh) {
-        this.stop('the token was refused', new StreamgateClientError('unauthorized', 'the token was refused and there is no getToken to renew it', code === undefined ? { status: 401 } : { closeCode: code }));
-        return;
-      }
-      // The next attempt waits for the new token (TokenSource.fresh shares the refresh).
-      this.tokens.refresh().catch((err: unknown) => this.emitter.emit('error', err instanceof Error ? err : new Error(String(err))));
-      return this.scheduleReconnect(info);
-    }
-    if (code === CloseCode.ConnectionLimit || code === CloseCode.RateLimited || status === 429) {
-      this.backoff.atLeast(3);
-      return this.scheduleReconnect(info);
-    }
-    const capability = info.neverWorked && status !== 403 && (code === undefined || !SERVER_DECIDED.has(code));
-    if (capability) {
-      this.failedInCycle.push(name);
-      if (this.cycle.length > 0) {
-        void this.tryNext();
-        return;
-      }
-    }
-    this.scheduleReconnect(info);
   }
 
   private scheduleReconnect(info: { reason: string; closeCode?: number }): void {
@@ -412,15 +379,19 @@ export class Client {
     );
   }
 
-  /** On a fallback, go back to a better transport once it is no longer set aside. */
+  /**
+   * On a fallback, go back to a better transport that failed once its time is up, even
+   * if this connection never drops (the round starts from the best one again).
+   */
   private scheduleUpgrade(name: TransportName): void {
     clearTimeout(this.upgradeTimer);
     const available = this.available();
-    const better = available.slice(0, available.indexOf(name));
-    if (better.length === 0) return;
-    const now = Date.now();
-    const until = Math.min(...better.map((n) => this.memory.asideUntil(n, now) || now));
-    const delay = Math.max(1000, until - now) * (1 + Math.random() * 0.1);
+    const times = available
+      .slice(0, available.indexOf(name))
+      .map((n) => this.memory.retryAt(n))
+      .filter((t): t is number => t !== null);
+    if (times.length === 0) return;
+    const delay = Math.max(1000, Math.min(...times) - Date.now()) * (1 + Math.random() * 0.1);
     this.upgradeTimer = setTimeout(() => {
       const t = this.current;
       if (!t || this.stopped) return;
@@ -442,8 +413,8 @@ export class Client {
     this.current = null;
     this.usable = false;
     t?.close();
-    this.outbox.rejectAll(error ?? new StreamgateClientError('closed', 'the client is closed'));
     const closed = error ?? new StreamgateClientError('closed', 'the client is closed');
+    this.outbox.rejectAll(closed);
     for (const feed of this.feeds.values()) for (const sub of feed.subscriptions) if (!feed.known) sub.refused(closed);
     this.setState('disconnected', { transport: null, reason });
     if (error) this.emitter.emit('error', error);

@@ -165,14 +165,14 @@ export class StreamTransport implements ClientTransport {
     }
     if (seq !== this.wireSeq || this.done || this.opened) return;
     this.opened = true;
-    this.host.opened(this, {});
+    this.host.opened(this);
   }
 
   private live(seq: number): void {
     clearTimeout(this.connectTimer);
     if (!this.opened) {
       this.opened = true;
-      this.host.opened(this, {});
+      this.host.opened(this);
     }
     if (!this.worked) {
       this.worked = true;

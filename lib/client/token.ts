@@ -18,6 +18,8 @@ export class TokenSource {
   constructor(
     initial: string | undefined,
     private readonly getToken: (() => string | Promise<string>) | undefined,
+    /** A getToken that has not answered within this has failed (so a hung one cannot stall the client). */
+    private readonly timeoutMs = 15_000,
   ) {
     this.token = initial ?? null;
   }
@@ -32,6 +34,7 @@ export class TokenSource {
 
   /** A token good for a new connection: the current one, or a new one when it is missing or about to expire. */
   async fresh(): Promise<string> {
+    if (this.inflight) return this.inflight;
     const exp = this.expiresAt();
     if (this.token && (exp === null || exp - Date.now() > MIN_VALIDITY_MS || !this.getToken)) return this.token;
     return this.refresh();
@@ -43,13 +46,18 @@ export class TokenSource {
       return Promise.reject(new StreamgateClientError('unauthorized', 'the token was refused and there is no getToken to renew it'));
     }
     this.inflight ??= (async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        const token = await this.getToken!();
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new StreamgateClientError('timeout', `getToken did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+        });
+        const token = await Promise.race([Promise.resolve().then(this.getToken!), timeout]);
         if (typeof token !== 'string' || token === '') throw new StreamgateClientError('unauthorized', 'getToken returned no token');
         this.token = token;
         this.obtainedAt = Date.now();
         return token;
       } finally {
+        clearTimeout(timer);
         this.inflight = null;
       }
     })();

@@ -1,16 +1,20 @@
 /**
  * Remembers, for one page session, the transports that failed where a later one
- * worked (a proxy that breaks WebSocket, a buffering proxy), so they are not tried
- * first on every connection; each failure keeps one aside twice as long, and once that
- * time has passed the better transport is tried first again.
+ * worked (a proxy that breaks WebSocket, a buffering proxy). One that keeps failing
+ * (twice in a row) is not tried first until its time is up; each failure doubles that
+ * time, and once it has passed the better transport is tried first again. A single
+ * failure is not enough: a gateway restarting between two attempts of one round makes
+ * a good transport fail once.
  */
 import type { StorageLike, TransportName } from './types.js';
 
 const MAX_ASIDE_MS = 30 * 60_000;
+/** Failures in a row before a transport stops being tried first. */
+const KEEPS_FAILING = 2;
 
 interface Record_ {
   failures: number;
-  /** Not tried first before this time (ms). */
+  /** Worth trying first again from this time (ms). */
   until: number;
 }
 
@@ -20,6 +24,12 @@ const fallbackStorage: StorageLike = {
   getItem: (key) => memoryStore.get(key) ?? null,
   setItem: (key, value) => void memoryStore.set(key, value),
 };
+
+/** A memory of one client's own (`storage: null`). */
+export function privateStorage(): StorageLike {
+  const map = new Map<string, string>();
+  return { getItem: (key) => map.get(key) ?? null, setItem: (key, value) => void map.set(key, value) };
+}
 
 export function defaultStorage(): StorageLike {
   try {
@@ -42,17 +52,19 @@ export class TransportMemory {
     private readonly retryBetterMs: number,
   ) {}
 
-  /** `preferred`, with the transports currently set aside moved to the end. */
+  /** `preferred`, with the transports that keep failing moved to the end. */
   order(preferred: readonly TransportName[], now = Date.now()): TransportName[] {
     const records = this.read();
-    const aside = (name: TransportName) => (records[name]?.until ?? 0) > now;
+    const aside = (name: TransportName) => {
+      const r = records[name];
+      return !!r && r.failures >= KEEPS_FAILING && r.until > now;
+    };
     return [...preferred.filter((n) => !aside(n)), ...preferred.filter(aside)];
   }
 
-  /** When the transport may be tried first again (ms), or 0 when it may now. */
-  asideUntil(name: TransportName, now = Date.now()): number {
-    const until = this.read()[name]?.until ?? 0;
-    return until > now ? until : 0;
+  /** When a transport that failed is worth trying first again (ms), or null when it has not failed. */
+  retryAt(name: TransportName): number | null {
+    return this.read()[name]?.until ?? null;
   }
 
   failed(name: TransportName, now = Date.now()): void {

@@ -21,11 +21,6 @@ export type InboundFrame =
   | { type: 'reset'; channel: string }
   | { type: 'presence' | 'typing' | 'receipt'; channel: string; [key: string]: unknown };
 
-export interface ServerLimits {
-  heartbeatMs?: number;
-  maxMessageBytes?: number;
-}
-
 export interface CloseInfo {
   /** Nothing ever came through (no welcome, no poll answer): a capability failure. */
   neverWorked: boolean;
@@ -51,7 +46,7 @@ export interface SubscribeAnswer {
 /** What a transport reports to its client. Calls from a transport that is no longer current are ignored. */
 export interface TransportHost {
   /** Usable: subscribe and publish may go through it. */
-  opened(t: ClientTransport, limits: ServerLimits): void;
+  opened(t: ClientTransport): void;
   /** Frames came through the wire itself (the capability works). */
   confirmed(t: ClientTransport): void;
   closed(t: ClientTransport, info: CloseInfo): void;

@@ -58,7 +58,7 @@ export interface ConnectOptions {
   fetch?: FetchFunction;
   backoff?: BackoffOptions;
   timeouts?: TimeoutOptions;
-  /** Where failing transports are remembered. @default sessionStorage when present, else memory */
+  /** Where failing transports are remembered; `null`: this client alone, in memory. @default sessionStorage when present, else one memory per process */
   storage?: StorageLike | null;
   /** Sent as `device` on WebSocket connections. */
   device?: 'web' | 'mobile' | 'tablet' | 'desktop';

@@ -26,8 +26,8 @@ const OPEN = 1;
 interface Pending {
   resolve(frame: Record<string, unknown>): void;
   reject(err: Error): void;
-  timer: ReturnType<typeof setTimeout>;
-  publish: boolean;
+  /** Armed when the frame is written: no answer in time means a dead connection. */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 type Frame = Record<string, unknown>;
@@ -50,8 +50,8 @@ export class WebSocketTransport implements ClientTransport {
   private done = false;
   private seq = 0;
   private readonly pending = new Map<string, Pending>();
-  /** Frames written before the `welcome`: sent when it comes. */
-  private readonly waiting: string[] = [];
+  /** Frames requested before the `welcome`: written when it comes. */
+  private readonly waiting: Array<{ id: string; text: string }> = [];
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined;
   private silenceMs = 0;
@@ -134,15 +134,19 @@ export class WebSocketTransport implements ClientTransport {
       return Promise.reject(new StreamgateClientError('too_large', `the frame is larger than max_message_bytes (${this.maxMessageBytes})`));
     }
     return new Promise<Frame>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // No answer in time on an ordered connection: it is dead, whatever it says.
-        this.abort(`no reply within ${this.ctx.timeouts.requestMs} ms`);
-      }, this.ctx.timeouts.requestMs);
-      this.pending.set(id, { resolve, reject, timer, publish });
+      this.pending.set(id, { resolve, reject, timer: undefined });
       if (publish) this.lastPublishId = id;
-      if (this.welcomed) this.write(text);
-      else this.waiting.push(text);
+      if (this.welcomed) this.writeRequest(id, text);
+      else this.waiting.push({ id, text });
     });
+  }
+
+  private writeRequest(id: string, text: string): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    // No answer in time on an ordered connection: it is dead, whatever it says.
+    p.timer = setTimeout(() => this.abort(`no reply within ${this.ctx.timeouts.requestMs} ms`), this.ctx.timeouts.requestMs);
+    this.write(text);
   }
 
   private write(text: string): void {
@@ -192,9 +196,10 @@ export class WebSocketTransport implements ClientTransport {
     if (typeof limits?.max_message_bytes === 'number') this.maxMessageBytes = limits.max_message_bytes;
     this.silenceMs = heartbeatMs ? heartbeatMs + this.ctx.timeouts.pongMs : 0;
     this.armSilence();
-    this.host.opened(this, { heartbeatMs, maxMessageBytes: this.maxMessageBytes });
+    // Subscribes asked for before the welcome go first, ahead of the publishes the client writes when told.
+    for (const { id, text } of this.waiting.splice(0)) this.writeRequest(id, text);
+    this.host.opened(this);
     this.host.confirmed(this);
-    for (const text of this.waiting.splice(0)) this.write(text);
   }
 
   private settle(id: string, fn: (p: Pending) => void): void {

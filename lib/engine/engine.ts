@@ -200,6 +200,8 @@ export interface Engine {
   presenceSweep(tenant: string, channel: string): Promise<{ left: PresenceEntry[]; count: number; changed: boolean }>;
   /** The live entries of a channel. */
   presenceList(tenant: string, channel: string): Promise<PresenceEntry[]>;
+  /** Channels where the user joined presence lately (for status updates to reach them). */
+  userChannels(tenant: string, userId: string): Promise<string[]>;
   /** Mark connections live for their users (`usersGet` online), for `ttlMs`; a grace period on close. */
   connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void>;
   /** Change a user's own settings (`undefined` fields are kept). */

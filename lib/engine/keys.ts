@@ -80,6 +80,11 @@ export class EngineKeys {
     return `${this.prefix}:uconn:${tenant}:${userId}`;
   }
 
+  /** `P:uchan:<tenant>:<user>`: channels where the user joined presence (set). */
+  userChannels(tenant: string, userId: string): string {
+    return `${this.prefix}:uchan:${tenant}:${userId}`;
+  }
+
   /** `P:user:<tenant>:<user>`: a user's own presence settings (hash). */
   user(tenant: string, userId: string): string {
     return `${this.prefix}:user:${tenant}:${userId}`;

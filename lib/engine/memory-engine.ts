@@ -86,6 +86,7 @@ export class MemoryEngine implements Engine {
   /** tenant\0user → connection id → expiry (ms). */
   private readonly userConnections = new Map<string, Map<string, number>>();
   private readonly users = new Map<string, UserState>();
+  private readonly userChannelSets = new Map<string, Set<string>>();
   private readonly receipts = new Map<string, Map<string, ReadCursor>>();
   /** Connection slots: name → connection id → expiry (ms). */
   private readonly slots = new Map<string, Map<string, number>>();
@@ -398,6 +399,10 @@ export class MemoryEngine implements Engine {
     let first = true;
     for (const [id, p] of m) if (id !== entry.connectionId && p.entry.userId === entry.userId && p.expiry > now) first = false;
     m.set(entry.connectionId, { entry: { ...entry }, expiry: now + ttlMs });
+    const uk = tenant + '\u0000' + entry.userId;
+    let chans = this.userChannelSets.get(uk);
+    if (!chans) this.userChannelSets.set(uk, (chans = new Set()));
+    chans.add(channel);
     return { first, count: MemoryEngine.distinctLive(m, now).size };
   }
 
@@ -424,6 +429,7 @@ export class MemoryEngine implements Engine {
     const live = MemoryEngine.distinctLive(m, now);
     const left = new Map<string, PresenceEntry>();
     for (const e of removed) if (!live.has(e.userId)) left.set(e.userId, e);
+    for (const userId of left.keys()) this.userChannelSets.get(tenant + '\u0000' + userId)?.delete(channel);
     if (m.size === 0) this.presence.delete(tenant + '\u0000' + channel);
     return { left: [...left.values()], count: live.size, changed: removed.length > 0 };
   }
@@ -434,6 +440,11 @@ export class MemoryEngine implements Engine {
     const m = this.presence.get(tenant + '\u0000' + channel);
     if (!m) return [];
     return [...m.values()].filter((p) => p.expiry > now).map((p) => ({ ...p.entry }));
+  }
+
+  async userChannels(tenant: string, userId: string): Promise<string[]> {
+    this.check();
+    return [...(this.userChannelSets.get(tenant + '\u0000' + userId) ?? [])];
   }
 
   async connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {

@@ -449,6 +449,10 @@ export class RedisEngine implements Engine {
     return this.presence.list(tenant, channel);
   }
 
+  userChannels(tenant: string, userId: string): Promise<string[]> {
+    return this.presence.userChannels(tenant, userId);
+  }
+
   connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {
     return this.presence.connectionsTouch(refs, ttlMs);
   }

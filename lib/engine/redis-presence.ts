@@ -11,6 +11,8 @@ import { runScript, toEngineError } from './script-loader.js';
 /** Presence keys outlive their longest entry by this much. */
 const KEY_TTL_SLACK_MS = 60_000;
 const PIPELINE_CHUNK = 1000;
+/** A user's presence channel set is forgotten a day after their last join. */
+const USER_CHANNELS_TTL_MS = 86_400_000;
 
 function entryJson(e: PresenceEntry): string {
   const o: Record<string, unknown> = { u: e.userId, d: e.device };
@@ -88,10 +90,15 @@ export class RedisPresence {
   async join(tenant: string, channel: string, entry: PresenceEntry, ttlMs: number): Promise<{ first: boolean; count: number }> {
     const k = this.keys.presence(tenant, channel);
     const now = Date.now();
+    const uchan = this.keys.userChannels(tenant, entry.userId);
     try {
-      const r = (await runScript(this.redis, 'presence_join', [k.entries, k.expiries], [
-        now, now + ttlMs, entry.connectionId, entry.userId, entryJson(entry), ttlMs + KEY_TTL_SLACK_MS,
-      ])) as [number, number];
+      const [r] = await Promise.all([
+        runScript(this.redis, 'presence_join', [k.entries, k.expiries], [
+          now, now + ttlMs, entry.connectionId, entry.userId, entryJson(entry), ttlMs + KEY_TTL_SLACK_MS,
+        ]) as Promise<[number, number]>,
+        this.redis.sadd(uchan, channel),
+        this.redis.pexpire(uchan, USER_CHANNELS_TTL_MS),
+      ]);
       return { first: Number(r[0]) === 1, count: Number(r[1]) };
     } catch (err) {
       throw toEngineError(err, 'joining presence');
@@ -121,6 +128,11 @@ export class RedisPresence {
       const e = parseEntry('', String(json));
       if (e) left.push(e);
     }
+    if (left.length) {
+      const p = this.redis.pipeline();
+      for (const e of left) p.srem(this.keys.userChannels(tenant, e.userId), channel);
+      await p.exec().catch(() => undefined);
+    }
     return { left, count: Number(r[0]), changed: Number(r[1]) === 1 };
   }
 
@@ -146,6 +158,14 @@ export class RedisPresence {
       if (e) out.push(e);
     }
     return out;
+  }
+
+  async userChannels(tenant: string, userId: string): Promise<string[]> {
+    try {
+      return await this.redis.smembers(this.keys.userChannels(tenant, userId));
+    } catch (err) {
+      throw toEngineError(err, 'reading presence');
+    }
   }
 
   connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {

@@ -79,3 +79,36 @@ export function parseHistoryQuery(since: unknown, limit: unknown): HistoryQuery 
   }
   return since === undefined ? { limit: n } : { since, limit: n };
 }
+
+export const DEVICES = ['web', 'mobile', 'tablet', 'desktop'] as const;
+export type Device = (typeof DEVICES)[number];
+export const MAX_CUSTOM_STATUS = 140;
+
+export interface PresencePatch {
+  status?: 'online' | 'away' | 'busy';
+  customStatus?: string | null;
+  device?: Device | null;
+}
+
+/** `{status?, custom_status?, device?}` of a `presence` frame or `PUT /v1/presence`. */
+export function parsePresencePatch(raw: { status?: unknown; custom_status?: unknown; device?: unknown }): PresencePatch {
+  const patch: PresencePatch = {};
+  if (raw.status !== undefined) {
+    if (raw.status !== 'online' && raw.status !== 'away' && raw.status !== 'busy') throw badRequest('status: online, away or busy');
+    patch.status = raw.status;
+  }
+  if (raw.custom_status !== undefined) {
+    if (raw.custom_status !== null && (typeof raw.custom_status !== 'string' || raw.custom_status.length > MAX_CUSTOM_STATUS)) {
+      throw badRequest(`custom_status: a string of at most ${MAX_CUSTOM_STATUS} characters, or null`);
+    }
+    patch.customStatus = raw.custom_status;
+  }
+  if (raw.device !== undefined) {
+    if (raw.device !== null && !(DEVICES as readonly unknown[]).includes(raw.device)) throw badRequest(`device: one of ${DEVICES.join(', ')}, or null`);
+    patch.device = raw.device as Device | null;
+  }
+  if (patch.status === undefined && patch.customStatus === undefined && patch.device === undefined) {
+    throw badRequest('give at least one of status, custom_status, device');
+  }
+  return patch;
+}

@@ -2,12 +2,14 @@
  * The node's local index of channel → subscribers, and fan-out. Each event frame is
  * encoded once and the same string goes to every subscriber (STYLE §7).
  */
-import type { LogEvent } from '../engine/engine.js';
+import type { LogEvent, Signal } from '../engine/engine.js';
 import { encodeEventFrame } from '../protocol/frames.js';
 
 export interface Subscriber {
   /** `frame` is the encoded event frame, shared by every subscriber of the event. */
   deliver(frame: string, event: LogEvent): void;
+  /** An ephemeral frame (presence, typing, receipt) for the channel. */
+  signal?(signal: Signal): void;
 }
 
 function key(tenant: string, channel: string): string {
@@ -34,6 +36,13 @@ export class Hub {
 
   subscriberCount(tenant: string, channel: string): number {
     return this.channels.get(key(tenant, channel))?.size ?? 0;
+  }
+
+  /** Hand a signal to the local subscribers of its channel. */
+  dispatchSignal(signal: Signal): void {
+    const set = this.channels.get(key(signal.tenant, signal.channel));
+    if (!set) return;
+    for (const s of set) s.signal?.(signal);
   }
 
   /** Hand a batch from the log feed to the local subscribers of each event's channel. */

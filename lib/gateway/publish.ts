@@ -5,6 +5,7 @@
  */
 import type { Principal } from '../auth/principal.js';
 import { assertMayPublish } from '../auth/rules.js';
+import { isReservedRoomEvent, roomIdOf } from '../auth/room-roles.js';
 import { namespaceSettings, type Config } from '../config/config.js';
 import type { Engine, PublishRequest } from '../engine/engine.js';
 import { badRequest, forbidden, toStreamgateError } from '../errors.js';
@@ -53,6 +54,9 @@ export function preparePublish(config: Config, principal: Principal, channel: un
   assertChannel(channel);
   const input = parseEventInput(fields, config.limits.max_message_bytes);
   assertMayPublish(principal, channel);
+  if (principal.kind === 'user' && roomIdOf(channel) !== null && isReservedRoomEvent(input.event)) {
+    throw forbidden('room.* and member.* events on room channels come from the rooms API');
+  }
   let publisher: PublisherInfo | null = null;
   if (input.publisher) {
     if (principal.kind !== 'server') throw forbidden('publisher: only server keys may set it');

@@ -7,12 +7,15 @@ import type { UserPrincipal } from '../auth/principal.js';
 import { assertMaySubscribe } from '../auth/rules.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config/config.js';
-import type { Engine, LogEvent } from '../engine/engine.js';
+import type { Engine, LogEvent, Signal } from '../engine/engine.js';
 import { StreamgateError, badRequest, forbidden, toStreamgateError } from '../errors.js';
 import { CloseCode } from '../protocol/codes.js';
 import { compareIds, isEventId } from '../protocol/event-id.js';
 import { encodeEventFrame } from '../protocol/frames.js';
 import type { Hub, Subscriber } from './hub.js';
+import type { Presence } from './presence.js';
+import type { TypingReceipts } from './typing-receipts.js';
+import { parsePresencePatch } from './event-input.js';
 import type { Metrics } from './metrics.js';
 import { OutboundQueue, type Lane, type QueuedFrame } from './outbound-queue.js';
 import { appendEvents, preparePublish, type PublishDeps } from './publish.js';
@@ -28,6 +31,10 @@ export interface SessionContext {
   metrics: Metrics;
   verifier: TokenVerifier;
   publish: PublishDeps;
+  presence: Presence;
+  collab: TypingReceipts;
+  /** Extra subscribe/publish rules that need a lookup (room membership). */
+  access?: ChannelAccess;
   /** Counts an operation that must finish before shutdown completes. */
   track<T>(work: Promise<T>): Promise<T>;
   /** Called once when the session has ended. */
@@ -39,6 +46,14 @@ export interface SessionInfo {
   device: string | null;
   ip: string;
   userAgent: string;
+  /** How long presence lasts without renewal (long-polling: until the next poll is late). */
+  presenceTtlMs?: number;
+}
+
+/** Rules that need a lookup, such as room membership. Each resolves, or throws `forbidden`. */
+export interface ChannelAccess {
+  maySubscribe(principal: UserPrincipal, channel: string): Promise<void>;
+  mayPublish(principal: UserPrincipal, channel: string): Promise<void>;
 }
 
 export interface SubscribeResult {
@@ -72,6 +87,15 @@ class Subscription implements Subscriber {
     }
     if (this.skipUntil !== null && compareIds(event.id, this.skipUntil) <= 0) return;
     this.session.enqueueEvent(frame, event);
+    // A member removed from a room loses the stream at once (on every node).
+    if ((event.event === 'member.removed' || event.event === 'room.deleted') && this.channel.startsWith('room:')) {
+      this.session.removedFromRoom(this.channel, event.event, event.dataJson);
+    }
+  }
+
+  signal(signal: Signal): void {
+    if (signal.exceptUser !== undefined && signal.exceptUser === this.session.principal.userId) return;
+    this.session.send(signal.frame, signal.kind);
   }
 }
 
@@ -105,6 +129,7 @@ export class Session {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
   private drainWatched = false;
+  private readonly writableWaiters: Array<() => void> = [];
   private warnedExpiry = false;
   /** Heartbeat state, driven by the gateway's one sweeper. */
   nextPingAt: number;
@@ -214,9 +239,48 @@ export class Session {
         return this.ctx.track(this.history(id, f));
       case 'refresh':
         return this.refresh(id, f);
+      case 'presence':
+        await this.ctx.presence.setStatus(this.principal, parsePresencePatch(f));
+        return this.reply(id);
+      case 'members': {
+        const channel = channelOf(f);
+        await this.mayRead(channel);
+        if (!this.ctx.presence.enabled(channel)) throw forbidden(`presence is off for ${channel}`);
+        const m = await this.ctx.presence.members(this.tenant, channel);
+        return this.reply(id, `"channel":${JSON.stringify(channel)},"members":${JSON.stringify(m.members)},"count":${m.count}`);
+      }
+      case 'typing':
+        await this.ctx.collab.typingSignal(this.principal, channelOf(f), f.state);
+        return this.reply(id);
+      case 'ack':
+      case 'read':
+        await this.ctx.collab.receipt(this.principal, channelOf(f), f.type === 'ack' ? 'delivered' : 'read', f.until);
+        return this.reply(id);
       default:
         throw badRequest(typeof f.type === 'string' ? `unknown frame type: ${f.type.slice(0, 64)}` : 'type: required string');
     }
+  }
+
+  private async mayRead(channel: string): Promise<void> {
+    assertMaySubscribe(this.principal, channel);
+    await this.ctx.access?.maySubscribe(this.principal, channel);
+  }
+
+  /** A `member.removed` event for this user ended their room subscription. */
+  removedFromRoom(channel: string, event: string, dataJson: string): void {
+    if (event === 'member.removed') {
+      let userId: unknown;
+      try {
+        userId = (JSON.parse(dataJson) as { user_id?: unknown }).user_id;
+      } catch {
+        return;
+      }
+      if (userId !== this.principal.userId) return;
+    }
+    if (!this.dropSubscription(channel)) return;
+    void this.ctx.presence.leave(this, channel).catch(() => undefined);
+    const reason = event === 'room.deleted' ? 'the room was deleted' : 'removed from the room';
+    this.send(JSON.stringify({ type: 'unsubscribed', channel, reason }), 'unsubscribed');
   }
 
   private reply(id: string | undefined, fields = ''): void {
@@ -228,6 +292,7 @@ export class Session {
     const since = str(f, 'since', false);
     if (since !== undefined && !isEventId(since)) throw badRequest('since: an event id (<ms>-<seq>)');
     assertMaySubscribe(this.principal, channel);
+    await this.ctx.access?.maySubscribe(this.principal, channel);
     await this.subscribeChannel(channel, since, (r) =>
       this.reply(id, `"channel":${JSON.stringify(channel)},"recovered":${r.recovered},"position":${JSON.stringify(r.position)}`),
     );
@@ -244,13 +309,18 @@ export class Session {
     const sub = new Subscription(this, channel);
     this.subscriptions.set(channel, sub);
     this.ctx.hub.subscribe(this.tenant, channel, sub);
+    let result: SubscribeResult;
     try {
-      return await this.replayAndGoLive(sub, since, announce);
+      result = await this.replayAndGoLive(sub, since, announce);
     } catch (err) {
       // A failed subscribe leaves nothing behind (no buffer filling with live events).
       if (this.subscriptions.get(channel) === sub) this.dropSubscription(channel);
       throw err;
     }
+    if (this.subscriptions.get(channel) === sub && !this.closed) {
+      await this.ctx.presence.join(this, channel, this.info.presenceTtlMs).catch(() => undefined);
+    }
+    return result;
   }
 
   private async replayAndGoLive(sub: Subscription, since: string | undefined, announce: (r: SubscribeResult) => void): Promise<SubscribeResult> {
@@ -276,6 +346,9 @@ export class Session {
       for (const e of replay) this.enqueueEvent(encodeEventFrame(e), e);
       if (replay.length) last = replay[replay.length - 1]!.id;
       if (!more || !last) break;
+      // A long replay waits for the wire between pages instead of filling the queue.
+      await this.writable();
+      if (this.closed || this.subscriptions.get(channel) !== sub) return result;
       const page = await engine.history(this.tenant, channel, { since: last, limit: REPLAY_PAGE });
       if (this.subscriptions.get(channel) !== sub) return result;
       replay = page.events;
@@ -298,7 +371,7 @@ export class Session {
 
   private unsubscribe(id: string | undefined, f: Frame): void {
     const channel = channelOf(f);
-    this.dropSubscription(channel);
+    if (this.dropSubscription(channel)) void this.ctx.presence.leave(this, channel).catch(() => undefined);
     this.reply(id, `"channel":${JSON.stringify(channel)}`);
   }
 
@@ -306,6 +379,7 @@ export class Session {
     const body: Record<string, unknown> = {};
     for (const k of ['event', 'data', 'priority', 'idempotency_key', 'publisher']) if (k in f) body[k] = f[k];
     const request = preparePublish(this.ctx.config, this.principal, f.channel, body);
+    await this.ctx.access?.mayPublish(this.principal, request.channel);
     const [answer] = await appendEvents(this.ctx.publish, this.principal, [request], 'websocket');
     this.reply(id, `"event_id":${JSON.stringify(answer!.id)},"channel":${JSON.stringify(answer!.channel)},"timestamp":${JSON.stringify(answer!.timestamp)}`);
   }
@@ -314,7 +388,7 @@ export class Session {
     const channel = channelOf(f);
     if (typeof f.limit === 'string') throw badRequest('limit: an integer from 1 to 1000');
     const query = parseHistoryQuery(f.since, f.limit);
-    assertMaySubscribe(this.principal, channel);
+    await this.mayRead(channel);
     const r = await this.ctx.engine.history(this.tenant, channel, query);
     this.reply(id, `"channel":${JSON.stringify(channel)},"events":[${r.events.map(encodeEventFrame).join(',')}],"recovered":${r.recovered}`);
   }
@@ -409,7 +483,26 @@ export class Session {
     if (this.queue.length && !this.closed) {
       this.drainWatched = true;
       this.transport.watchDrain();
+    } else {
+      this.wakeWritable();
     }
+  }
+
+  private wakeWritable(): void {
+    const waiters = this.writableWaiters.splice(0);
+    for (const w of waiters) w();
+  }
+
+  /** Resolves once the queue is empty and the wire keeps up (or the session closed). */
+  private writable(): Promise<void> {
+    if (this.closed || (this.queue.length === 0 && this.transport.pendingBytes < WIRE_HIGH_WATER)) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.writableWaiters.push(resolve);
+      if (!this.drainWatched) {
+        this.drainWatched = true;
+        this.transport.watchDrain();
+      }
+    });
   }
 
   /** Subscribed channels. */
@@ -423,8 +516,10 @@ export class Session {
     this.closed = true;
     for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
     this.queue.clear();
+    this.wakeWritable();
     this.transport.close(code, reason);
     this.ctx.onClosed(this, code);
+    void this.ctx.presence.disconnected(this, this.info.presenceTtlMs).catch(() => undefined);
   }
 
   /** The wire went away by itself (client closed, network lost). */
@@ -433,6 +528,8 @@ export class Session {
     this.closed = true;
     for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
     this.queue.clear();
+    this.wakeWritable();
     this.ctx.onClosed(this, code);
+    void this.ctx.presence.disconnected(this, this.info.presenceTtlMs).catch(() => undefined);
   }
 }

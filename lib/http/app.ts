@@ -3,7 +3,10 @@
  * (`app.use('/realtime', gateway.router)`) as well as standing alone.
  */
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import type { Principal } from '../auth/principal.js';
+import type { Principal, UserPrincipal } from '../auth/principal.js';
+import type { Presence } from '../gateway/presence.js';
+import type { TypingReceipts } from '../gateway/typing-receipts.js';
+import type { ChannelAccess } from '../gateway/session.js';
 import { assertMaySubscribe } from '../auth/rules.js';
 import { createAuthenticator, type ServerKeyVerifier } from '../auth/authenticate.js';
 import type { Config } from '../config/config.js';
@@ -13,7 +16,7 @@ import type { Metrics } from '../gateway/metrics.js';
 import { appendEvents, preparePublish, type PublishAudit } from '../gateway/publish.js';
 import type { TenantQuota } from '../gateway/tenant-quota.js';
 import { encodeEventFrame } from '../protocol/frames.js';
-import { assertChannel, parseHistoryQuery } from '../gateway/event-input.js';
+import { assertChannel, parseHistoryQuery, parsePresencePatch } from '../gateway/event-input.js';
 
 export interface HttpDeps {
   config: Config;
@@ -26,6 +29,16 @@ export interface HttpDeps {
   pingDatabase(): Promise<void>;
   /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
+  /** Presence, typing and receipts for HTTP clients (SSE and long-poll users). */
+  collaboration?: {
+    presence: Presence;
+    collab: TypingReceipts;
+    access?: ChannelAccess;
+    /** Channels a user belongs to (room membership), for unread counts. */
+    memberChannels?(principal: UserPrincipal): Promise<string[]>;
+  };
+  /** The rooms API (createRoomsRouter), mounted at /v1/rooms. */
+  rooms?: Router;
   /** The streaming routes (SSE, long-polling, announcements), served by the transports. */
   streams?: {
     sse(req: Request, res: Response): void;
@@ -46,6 +59,15 @@ function principal(req: Request): Principal {
   if (!req.principal) throw unauthorized('not authenticated');
   return req.principal;
 }
+
+function userPrincipal(req: Request): UserPrincipal {
+  const p = principal(req);
+  if (p.kind !== 'user') throw forbidden('this route acts for a user: use a user token');
+  return p;
+}
+
+/** Most users one `GET /v1/presence?users=` may ask for. */
+const MAX_PRESENCE_USERS = 100;
 
 function channelParam(req: Request): string {
   const channel = req.params.channel;
@@ -157,6 +179,7 @@ export function createRouter(deps: HttpDeps): Router {
     try {
       const p = principal(req);
       const request = preparePublish(config, p, channelParam(req), requireBody(req));
+      if (p.kind === 'user') await deps.collaboration?.access?.mayPublish(p, request.channel);
       const [answer] = await track(appendEvents(deps, p, [request], 'http'));
       res.status(201).json(answer);
     } catch (err) {
@@ -196,6 +219,7 @@ export function createRouter(deps: HttpDeps): Router {
       const channel = channelParam(req);
       const query = parseHistoryQuery(req.query.since, req.query.limit);
       assertMaySubscribe(p, channel);
+      if (p.kind === 'user') await deps.collaboration?.access?.maySubscribe(p, channel);
       const result = await engine.history(p.tenant, channel, query);
       // The stored frames are spliced in as they are: no parse and re-encode per event.
       res.type('application/json').send(`{"events":[${result.events.map(encodeEventFrame).join(',')}],"recovered":${result.recovered}}`);
@@ -203,6 +227,85 @@ export function createRouter(deps: HttpDeps): Router {
       next(err);
     }
   });
+
+  if (deps.collaboration) {
+    const { presence, collab, access } = deps.collaboration;
+    const memberChannels = deps.collaboration.memberChannels;
+    const mayRead = async (p: Principal, channel: string) => {
+      assertMaySubscribe(p, channel);
+      if (p.kind === 'user') await access?.maySubscribe(p, channel);
+    };
+
+    router.get('/v1/channels/:channel/presence', authenticate, async (req, res, next) => {
+      try {
+        const p = principal(req);
+        const channel = channelParam(req);
+        await mayRead(p, channel);
+        if (!presence.enabled(channel)) throw forbidden(`presence is off for ${channel}`);
+        res.json(await presence.members(p.tenant, channel));
+      } catch (err) {
+        next(err);
+      }
+    });
+
+    router.put('/v1/presence', authenticate, jsonOne, async (req, res, next) => {
+      try {
+        const p = userPrincipal(req);
+        await presence.setStatus(p, parsePresencePatch((requireBody(req) ?? {}) as Record<string, unknown>));
+        const [me] = await presence.users(p.tenant, [p.userId]);
+        res.json(me);
+      } catch (err) {
+        next(err);
+      }
+    });
+
+    router.get('/v1/presence', authenticate, async (req, res, next) => {
+      try {
+        const p = principal(req);
+        const raw = req.query.users;
+        if (typeof raw !== 'string' || !raw) throw badRequest('users: a comma-separated list of user ids');
+        const ids = [...new Set(raw.split(',').map((u) => u.trim()).filter(Boolean))];
+        if (ids.length > MAX_PRESENCE_USERS) throw badRequest(`users: at most ${MAX_PRESENCE_USERS}`);
+        res.json({ users: await presence.users(p.tenant, ids) });
+      } catch (err) {
+        next(err);
+      }
+    });
+
+    router.post('/v1/channels/:channel/typing', authenticate, jsonOne, async (req, res, next) => {
+      try {
+        const p = userPrincipal(req);
+        await collab.typingSignal(p, channelParam(req), (requireBody(req) as { state?: unknown } | null)?.state);
+        res.status(204).end();
+      } catch (err) {
+        next(err);
+      }
+    });
+
+    for (const [path, kind] of [['read', 'read'], ['ack', 'delivered']] as const) {
+      router.post(`/v1/channels/:channel/${path}`, authenticate, jsonOne, async (req, res, next) => {
+        try {
+          const p = userPrincipal(req);
+          await collab.receipt(p, channelParam(req), kind, (requireBody(req) as { until?: unknown } | null)?.until);
+          res.status(204).end();
+        } catch (err) {
+          next(err);
+        }
+      });
+    }
+
+    router.get('/v1/unread', authenticate, async (req, res, next) => {
+      try {
+        const p = userPrincipal(req);
+        const extra = memberChannels ? await memberChannels(p) : [];
+        res.json({ channels: await collab.unread(p, extra) });
+      } catch (err) {
+        next(err);
+      }
+    });
+  }
+
+  if (deps.rooms) router.use('/v1/rooms', deps.rooms);
 
   router.all('/v1/{*rest}', (req, _res, next) => {
     next(notFound(`no route ${req.method} ${req.originalUrl.split('?')[0]}`));

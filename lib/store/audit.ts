@@ -79,7 +79,7 @@ export interface AuditWriterOptions {
   onError?: (err: unknown) => void;
 }
 
-type AuditTable = 'connection_audit' | 'publish_audit';
+type AuditTable = 'connection_audit' | 'publish_audit' | 'presence_history';
 
 interface PendingRow {
   table: AuditTable;
@@ -142,6 +142,18 @@ export class AuditWriter {
       event_id: e.eventId,
       publisher_kind: e.publisherKind,
       publisher_id: e.publisherId,
+      at: e.at ?? new Date(),
+    });
+  }
+
+  /** A user's presence settings changed (status, device, custom status). */
+  presenceChanged(e: { tenant: string; userId: string; status: string; device: string | null; customStatus: string | null; at?: Date }): void {
+    this.push('presence_history', {
+      tenant: e.tenant,
+      user_id: e.userId,
+      status: e.status,
+      device: e.device,
+      custom_status: cap(e.customStatus, 512),
       at: e.at ?? new Date(),
     });
   }

@@ -6,17 +6,20 @@ import { unavailable } from '../errors.js';
 import { AuditWriter, type AuditWriterOptions } from './audit.js';
 import { migrateLatest, openDatabase, type DatabaseSettings } from './database.js';
 import { ServerKeyStore, type ServerKeyStoreOptions } from './server-keys.js';
+import { RoomStore, type RoomStoreOptions } from './rooms.js';
 
 export interface StoreOptions {
   /** Apply pending migrations on open (`streamgate migrate` does it as a release step). @default false */
   migrate?: boolean;
   audit?: AuditWriterOptions;
   keys?: ServerKeyStoreOptions;
+  rooms?: RoomStoreOptions;
 }
 
 export class Store {
   readonly keys: ServerKeyStore;
   readonly audit: AuditWriter;
+  readonly rooms: RoomStore;
 
   constructor(
     readonly knex: Knex,
@@ -24,6 +27,7 @@ export class Store {
   ) {
     this.keys = new ServerKeyStore(knex, options.keys);
     this.audit = new AuditWriter(knex, options.audit);
+    this.rooms = new RoomStore(knex, options.rooms);
   }
 
   /** Open the configured database; rejects with `unavailable` when it cannot be reached. */

@@ -4,12 +4,12 @@
  * or nothing at the timeout) and ends. The cursor is stateless, so consecutive polls may
  * land on different nodes and lose nothing.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { badRequest, StreamgateError } from '../errors.js';
 import { Cursor } from '../gateway/cursor.js';
 import { ZERO_ID } from '../protocol/event-id.js';
 import { Session } from '../gateway/session.js';
+import { DEVICES } from '../gateway/event-input.js';
 import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
 import type { StreamDeps } from './sse.js';
 import { parseStreamRequest, refuseRequest, type StreamRequest } from './stream-request.js';
@@ -71,6 +71,7 @@ export class PollGateway {
       if (this.deps.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
       const url = new URL(req.url ?? '/', 'http://localhost');
       parsed = parseStreamRequest(req, this.deps.verifier, url.searchParams.get('cursor'));
+      for (const c of parsed.channels) await this.deps.ctx.access?.maySubscribe(parsed.principal, c);
       const t = url.searchParams.get('timeout');
       timeoutMs = 25_000;
       if (t !== null) {
@@ -100,13 +101,27 @@ export class PollGateway {
 
     const cursor = parsed.cursor;
     cursor.retain(channels);
+    try {
+      const unknown = channels.filter((c) => cursor.get(c) === undefined);
+      const positions = await Promise.all(unknown.map((c) => engine.position(principal.tenant, c)));
+      unknown.forEach((c, i) => cursor.set(c, positions[i] ?? ZERO_ID));
+    } catch (err) {
+      refuseRequest(res, err);
+      return;
+    }
     const transport = new PollTransport(cursor);
+    const d = parsed.url.searchParams.get('device');
+    const device = d && (DEVICES as readonly string[]).includes(d) ? d : null;
+    // One presence entry per polling user and device, lasting until the next poll is
+    // late: a user polling at least every `timeout + 10` s counts as online.
     const session = new Session(this.deps.ctx, transport, principal, {
-      connectionId: randomUUID(),
-      device: null,
+      connectionId: `poll:${principal.userId}:${device ?? 'any'}`,
+      device,
       ip: parsed.ip,
       userAgent: parsed.userAgent,
+      presenceTtlMs: timeoutMs + 10_000,
     });
+    void this.deps.ctx.presence.connected(session, timeoutMs + 10_000).catch(() => undefined);
     const { metrics } = this.deps.ctx;
     metrics.connections.inc({ transport: 'poll', tenant: principal.tenant });
     let answered = false;
@@ -137,11 +152,9 @@ export class PollGateway {
     try {
       for (const channel of channels) {
         if (answered) return;
-        const since = cursor.get(channel);
         await this.deps.ctx.track(
-          session.subscribeChannel(channel, since, (r) => {
+          session.subscribeChannel(channel, cursor.get(channel), (r) => {
             if (!r.recovered) session.send(JSON.stringify({ type: 'reset', channel }), 'reset');
-            if (since === undefined) cursor.set(channel, r.position ?? ZERO_ID);
           }),
         );
       }

@@ -12,6 +12,7 @@ import type { ConnectionRegistry } from '../gateway/connections.js';
 import { Cursor } from '../gateway/cursor.js';
 import { ZERO_ID } from '../protocol/event-id.js';
 import { Session, type SessionContext } from '../gateway/session.js';
+import { DEVICES } from '../gateway/event-input.js';
 import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
 import { parseStreamRequest, refuseRequest, type StreamRequest } from './stream-request.js';
 
@@ -78,6 +79,7 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
     const header = req.headers['last-event-id'];
     const lastEventId = (typeof header === 'string' && header) || url.searchParams.get('last_event_id');
     parsed = parseStreamRequest(req, deps.verifier, lastEventId);
+    for (const c of parsed.channels) await deps.ctx.access?.maySubscribe(parsed.principal, c);
     const admission = await deps.registry.admit(parsed.principal.tenant, parsed.principal.userId, parsed.ip, connectionId);
     if (admission.refusal) throw rateLimited(admission.refusal, 5);
     slots = admission.slots;
@@ -88,6 +90,17 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
   const { principal, channels } = parsed;
   const cursor = parsed.cursor ?? new Cursor();
   cursor.retain(channels);
+  // Channels the cursor does not know start where they are now (or, with no event
+  // yet, from their start): so nothing published after the welcome can be missed.
+  try {
+    const unknown = channels.filter((c) => cursor.get(c) === undefined);
+    const positions = await Promise.all(unknown.map((c) => deps.ctx.engine.position(principal.tenant, c)));
+    unknown.forEach((c, i) => cursor.set(c, positions[i] ?? ZERO_ID));
+  } catch (err) {
+    deps.registry.release(slots, connectionId);
+    refuseRequest(res, err);
+    return;
+  }
 
   res.writeHead(200, {
     'Content-Type': 'text/event-stream; charset=utf-8',
@@ -103,7 +116,7 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
   const device = parsed.url.searchParams.get('device');
   const session = new Session(deps.ctx, transport, principal, {
     connectionId,
-    device: device && ['web', 'mobile', 'tablet', 'desktop'].includes(device) ? device : null,
+    device: device && (DEVICES as readonly string[]).includes(device) ? device : null,
     ip: parsed.ip,
     userAgent: parsed.userAgent,
   });
@@ -119,8 +132,6 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
       await deps.ctx.track(
         session.subscribeChannel(channel, cursor.get(channel), (r) => {
           if (!r.recovered) session.send(JSON.stringify({ type: 'reset', channel }), 'reset');
-          // A channel the cursor did not know resumes from where it started live.
-          if (cursor.get(channel) === undefined) cursor.set(channel, r.position ?? ZERO_ID);
         }),
       );
     } catch (err) {

@@ -14,8 +14,8 @@ import { CloseCode } from '../protocol/codes.js';
 import type { ConnectionRegistry } from '../gateway/connections.js';
 import { Session, type SessionContext } from '../gateway/session.js';
 import type { Transport } from '../gateway/transport.js';
+import { DEVICES } from '../gateway/event-input.js';
 
-export const DEVICES = ['web', 'mobile', 'tablet', 'desktop'] as const;
 
 /** ws keeps the TCP socket here; we need its 'drain' to resume a queued session. */
 type SocketOf = { _socket?: Duplex & { writableLength?: number } };

@@ -348,7 +348,7 @@ function cpuDelta(a, b) {
  * Before a step: wait (at most maxMs) for a 2-second window in which the processes
  * outside the benchmark use at most DISTURBED_CORES. Resolves to the last window's load.
  */
-async function waitQuiet(redisPid, maxMs = 60_000) {
+async function waitQuiet(redisPid, maxMs = 90_000) {
   const end = performance.now() + maxMs;
   for (;;) {
     const a = snapshot({ redis: [redisPid] });
@@ -800,6 +800,7 @@ async function main() {
       command: `node spec/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
       disturbedCores: DISTURBED_CORES,
       git: gitState(),
+      streamgateRoot: process.env.BENCH_STREAMGATE_ROOT ?? ROOT,
     },
     options: o,
     summary,

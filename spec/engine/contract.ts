@@ -310,6 +310,8 @@ export function engineContract(name: string, factory: EngineFactory): void {
       expect(a.count + b.count).to.equal(0);
       expect(await engine.presenceList('t1', 'room:1')).to.deep.equal([]);
       expect((await engine.presenceList('t2', 'room:1')).map((e) => e.userId)).to.deep.equal(['bo']);
+      expect(await engine.userChannels('t2', 'bo')).to.deep.equal(['room:1']);
+      expect(await engine.userChannels('t1', 'bo')).to.deep.equal([]);
     });
 
     it('answers many users at once: online from live connections, and their own settings', async () => {

@@ -1,0 +1,264 @@
+/**
+ * Presence (ARCHITECTURE §4): one entry per connection and channel, renewed by this
+ * node, so several tabs and devices aggregate and a dead node's users leave by
+ * themselves. A closed connection's entry lingers for a grace period, so a reconnect
+ * sends no leave/join pair. Leaves are found by sweeping expired entries; exactly one
+ * sweeping node gets each, and announces it to every node through a signal.
+ */
+import type { Principal } from '../auth/principal.js';
+import { namespaceSettings, type Config } from '../config/config.js';
+import type { Engine, PresenceEntry, PresenceRef, Signal, UserPresence } from '../engine/engine.js';
+import { Throttle } from './throttle.js';
+
+/** A live entry lasts this long unless renewed. */
+export const PRESENCE_TTL_MS = 20_000;
+const RENEW_MS = 7_000;
+const SWEEP_MS = 2_000;
+/** A closed connection still counts for this long (reconnects do not flap). */
+export const PRESENCE_GRACE_MS = 5_000;
+
+export type Status = 'online' | 'away' | 'busy';
+
+export interface PresenceUser {
+  id: string;
+  name: string | null;
+  status: Status | 'offline';
+  device: string | null;
+  custom_status: string | null;
+  last_seen: string | null;
+}
+
+/** What presence needs of a connection. */
+export interface PresenceHolder {
+  readonly id: string;
+  readonly principal: { tenant: string; userId: string; name?: string };
+  readonly info: { device: string | null };
+}
+
+export interface PresenceHistory {
+  presenceChanged(row: { tenant: string; userId: string; status: string; device: string | null; customStatus: string | null; at?: Date }): void;
+}
+
+export interface PresenceDeps {
+  config: Config;
+  engine: Engine;
+  history?: PresenceHistory;
+}
+
+function userObject(id: string, name: string | null, state: UserPresence | undefined, online: boolean, device: string | null): PresenceUser {
+  return {
+    id,
+    name,
+    status: online ? state?.status ?? 'online' : 'offline',
+    device: state?.device ?? device,
+    custom_status: state?.customStatus ?? null,
+    last_seen: online ? new Date().toISOString() : state?.lastSeen ?? null,
+  };
+}
+
+function key(tenant: string, channel: string): string {
+  return tenant + '\u0000' + channel;
+}
+
+export class Presence {
+  /** This node's entries: connection → its channels with presence. */
+  private readonly held = new Map<PresenceHolder, Set<string>>();
+  /** Channels this node sweeps: those it has held entries in lately. */
+  private readonly swept = new Map<string, { tenant: string; channel: string; quietSince: number | null }>();
+  private readonly updates = new Throttle(2);
+  private timer: NodeJS.Timeout | null = null;
+  private lastRenew = Date.now();
+  private busy = false;
+
+  constructor(private readonly deps: PresenceDeps) {}
+
+  enabled(channel: string): boolean {
+    return namespaceSettings(this.deps.config, channel).presence;
+  }
+
+  private anonymous(channel: string): boolean {
+    return namespaceSettings(this.deps.config, channel).anonymous;
+  }
+
+  private start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.tick(), SWEEP_MS);
+    this.timer.unref();
+  }
+
+  /** A connection (of any transport) opened: its user is online. */
+  async connected(holder: PresenceHolder, ttlMs = PRESENCE_TTL_MS): Promise<void> {
+    if (!this.held.has(holder)) this.held.set(holder, new Set());
+    this.start();
+    const { tenant, userId } = holder.principal;
+    await this.deps.engine.connectionsTouch([{ tenant, userId, connectionId: holder.id }], ttlMs);
+  }
+
+  /** A connection ended: its entries linger for `graceMs`, then expire and are swept. */
+  async disconnected(holder: PresenceHolder, graceMs = PRESENCE_GRACE_MS): Promise<void> {
+    const channels = this.held.get(holder);
+    if (!channels) return;
+    this.held.delete(holder);
+    const { tenant, userId } = holder.principal;
+    const refs: PresenceRef[] = [...channels].map((channel) => ({ tenant, channel, connectionId: holder.id, userId }));
+    await Promise.all([
+      refs.length ? this.deps.engine.presenceTouch(refs, graceMs) : Promise.resolve(),
+      this.deps.engine.connectionsTouch([{ tenant, userId, connectionId: holder.id }], graceMs),
+      this.deps.engine.userSet(tenant, userId, { lastSeen: new Date().toISOString() }),
+    ]);
+  }
+
+  /** The connection subscribed to a presence channel: join it, announcing a first join. */
+  async join(holder: PresenceHolder, channel: string, ttlMs = PRESENCE_TTL_MS): Promise<void> {
+    if (!this.enabled(channel)) return;
+    const { tenant, userId, name } = holder.principal;
+    let channels = this.held.get(holder);
+    if (!channels) this.held.set(holder, (channels = new Set()));
+    channels.add(channel);
+    this.swept.set(key(tenant, channel), { tenant, channel, quietSince: null });
+    this.start();
+    const entry: PresenceEntry = { connectionId: holder.id, userId, device: holder.info.device };
+    if (name !== undefined) entry.name = name;
+    const { first, count } = await this.deps.engine.presenceJoin(tenant, channel, entry, ttlMs);
+    if (!first) return;
+    if (this.anonymous(channel)) return this.signalCount(tenant, channel, count);
+    const [state] = await this.deps.engine.usersGet(tenant, [userId]);
+    const user = userObject(userId, name ?? null, state, true, holder.info.device);
+    // Others learn of the join; the joining user knows already.
+    await this.signal(tenant, channel, { type: 'presence', channel, action: 'join', user }, userId);
+  }
+
+  /** The connection unsubscribed: its entry goes at once (the leave follows the sweep). */
+  async leave(holder: PresenceHolder, channel: string): Promise<void> {
+    const channels = this.held.get(holder);
+    if (!channels?.delete(channel)) return;
+    const { tenant, userId } = holder.principal;
+    await this.deps.engine.presenceTouch([{ tenant, channel, connectionId: holder.id, userId }], 0);
+    await this.sweep(tenant, channel);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const now = Date.now();
+      if (now - this.lastRenew >= RENEW_MS) {
+        this.lastRenew = now;
+        const refs: PresenceRef[] = [];
+        const conns: Array<Omit<PresenceRef, 'channel'>> = [];
+        for (const [h, channels] of this.held) {
+          const { tenant, userId } = h.principal;
+          conns.push({ tenant, userId, connectionId: h.id });
+          for (const channel of channels) refs.push({ tenant, channel, connectionId: h.id, userId });
+        }
+        await Promise.all([
+          refs.length ? this.deps.engine.presenceTouch(refs, PRESENCE_TTL_MS) : undefined,
+          conns.length ? this.deps.engine.connectionsTouch(conns, PRESENCE_TTL_MS) : undefined,
+        ]);
+      }
+      for (const [k, s] of this.swept) {
+        const count = await this.sweep(s.tenant, s.channel);
+        // Forget channels that have been empty for a while; a join brings them back.
+        if (count === 0) {
+          s.quietSince ??= now;
+          if (now - s.quietSince > PRESENCE_TTL_MS * 2) this.swept.delete(k);
+        } else {
+          s.quietSince = null;
+        }
+      }
+    } catch {
+      // Redis trouble: the next tick tries again; entries outlive a few missed renewals.
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Remove expired entries and announce the users who left. Resolves the users still present. */
+  private async sweep(tenant: string, channel: string): Promise<number> {
+    const { left, count, changed } = await this.deps.engine.presenceSweep(tenant, channel);
+    if (!changed || left.length === 0) return count;
+    if (this.anonymous(channel)) {
+      await this.signalCount(tenant, channel, count);
+      return count;
+    }
+    const states = await this.deps.engine.usersGet(tenant, left.map((e) => e.userId));
+    await Promise.all(
+      left.map((e, i) => {
+        const user = userObject(e.userId, e.name ?? null, states[i], false, e.device);
+        user.last_seen ??= new Date().toISOString();
+        return this.signal(tenant, channel, { type: 'presence', channel, action: 'leave', user });
+      }),
+    );
+    return count;
+  }
+
+  private signalCount(tenant: string, channel: string, count: number): Promise<void> {
+    return this.signal(tenant, channel, { type: 'presence', channel, action: 'count', count });
+  }
+
+  private signal(tenant: string, channel: string, frame: object, exceptUser?: string): Promise<void> {
+    const signal: Signal = { tenant, channel, kind: 'presence', frame: JSON.stringify(frame) };
+    if (exceptUser !== undefined) signal.exceptUser = exceptUser;
+    return this.deps.engine.publishSignal(signal);
+  }
+
+  /** `members`: the channel's present users (only a count in anonymous namespaces). */
+  async members(tenant: string, channel: string): Promise<{ members: PresenceUser[]; count: number }> {
+    const entries = await this.deps.engine.presenceList(tenant, channel);
+    const byUser = new Map<string, PresenceEntry>();
+    for (const e of entries) if (!byUser.has(e.userId)) byUser.set(e.userId, e);
+    if (this.anonymous(channel)) return { members: [], count: byUser.size };
+    const ids = [...byUser.keys()];
+    const states = ids.length ? await this.deps.engine.usersGet(tenant, ids) : [];
+    const members = ids.map((id, i) => userObject(id, byUser.get(id)!.name ?? null, states[i], true, byUser.get(id)!.device));
+    return { members, count: members.length };
+  }
+
+  /** Many users' presence at once (one round trip). */
+  async users(tenant: string, ids: readonly string[]): Promise<Array<Omit<PresenceUser, 'name'>>> {
+    const states = await this.deps.engine.usersGet(tenant, ids);
+    return states.map((s) => {
+      const u = userObject(s.id, null, s, s.online, s.device ?? null);
+      return { id: u.id, status: u.status, last_seen: u.last_seen, device: u.device, custom_status: u.custom_status };
+    });
+  }
+
+  /**
+   * Set a user's own status, custom status or device; at most 2 updates per second per
+   * user reach the channels (the last one wins), and only their subscribers.
+   */
+  async setStatus(principal: Principal & { kind: 'user' }, patch: { status?: Status; customStatus?: string | null; device?: string | null }): Promise<void> {
+    const { tenant, userId } = principal;
+    const state: { status?: Status; customStatus?: string | null; device?: string | null } = {};
+    if (patch.status !== undefined) state.status = patch.status;
+    if (patch.customStatus !== undefined) state.customStatus = patch.customStatus;
+    if (patch.device !== undefined) state.device = patch.device;
+    await this.deps.engine.userSet(tenant, userId, state);
+    const [after] = await this.deps.engine.usersGet(tenant, [userId]);
+    this.deps.history?.presenceChanged({
+      tenant,
+      userId,
+      status: after?.status ?? 'online',
+      device: after?.device ?? null,
+      customStatus: after?.customStatus ?? null,
+    });
+    this.updates.submit(`${tenant}\u0000${userId}`, () => void this.announceUpdate(principal).catch(() => undefined));
+  }
+
+  private async announceUpdate(principal: Principal & { kind: 'user' }): Promise<void> {
+    const { tenant, userId } = principal;
+    const [channels, [state]] = await Promise.all([this.deps.engine.userChannels(tenant, userId), this.deps.engine.usersGet(tenant, [userId])]);
+    const user = userObject(userId, principal.name ?? null, state, state?.online ?? false, state?.device ?? null);
+    await Promise.all(
+      channels
+        .filter((c) => this.enabled(c) && !this.anonymous(c))
+        .map((channel) => this.signal(tenant, channel, { type: 'presence', channel, action: 'update', user })),
+    );
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.updates.clear();
+  }
+}
