@@ -101,7 +101,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   const publishDeps = { config, engine, metrics, audit: store.audit, quota };
   const access = roomChannelAccess(store.rooms);
   const presence = new Presence({ config, engine, history: store.audit });
-  const collab = new TypingReceipts({ config, engine, mayRead: access.maySubscribe });
+  const collab = new TypingReceipts({ config, engine, mirror: store.readCursors, mayRead: access.maySubscribe, stored: store.readCursors });
   const ctx: SessionContext = {
     config,
     engine,

@@ -17,6 +17,7 @@ import {
   type Limits,
   type NamespaceSettings,
   type RedisSettings,
+  type PresenceSettings,
 } from './schema.js';
 
 export type { Limits, NamespaceSettings, RedisSettings, FileConfigOverride } from './schema.js';
@@ -57,6 +58,7 @@ export interface Config {
   defaults: NamespaceSettings;
   limits: Limits;
   redis: RedisSettings;
+  presence: PresenceSettings;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -119,6 +121,7 @@ export function mergeFileConfig(base: FileConfig, override: unknown, source: str
     },
     limits: { ...base.limits, ...o.limits },
     redis: { ...base.redis, ...o.redis },
+    presence: { ...base.presence, ...o.presence },
   };
   const full = fileConfigSchema.safeParse(merged);
   if (!full.success) throw new ConfigError(formatIssues(source, full.error));
@@ -245,6 +248,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     defaults: Object.freeze(file.defaults),
     limits: Object.freeze(file.limits),
     redis: Object.freeze(file.redis),
+    presence: Object.freeze(file.presence),
   };
   return Object.freeze(config);
 }

@@ -46,6 +46,11 @@ const redis = z.strictObject({
   log_max_length: z.number().int().min(1000).max(100_000_000),
 });
 
+const presence = z.strictObject({
+  grace_ms: z.number().int().min(0).max(600_000),
+  timeout_ms: z.number().int().min(1000).max(600_000),
+});
+
 const NAMESPACE_NAME = /^[A-Za-z0-9_\-.@]{1,128}$/;
 
 export const fileConfigSchema = z.strictObject({
@@ -53,6 +58,7 @@ export const fileConfigSchema = z.strictObject({
   defaults: namespaceFull,
   limits,
   redis,
+  presence,
 });
 
 /** What a `STREAMGATE_CONFIG` file may contain: any part of the defaults. */
@@ -61,6 +67,7 @@ export const overrideSchema = z.strictObject({
   defaults: namespaceFull.partial().extend({ retention: retention.partial().optional() }).strict().optional(),
   limits: limits.partial().strict().optional(),
   redis: redis.partial().strict().optional(),
+  presence: presence.partial().strict().optional(),
 });
 
 export type FileConfig = z.infer<typeof fileConfigSchema>;
@@ -68,3 +75,4 @@ export type FileConfigOverride = z.infer<typeof overrideSchema>;
 export type NamespaceSettings = z.infer<typeof namespaceFull>;
 export type Limits = z.infer<typeof limits>;
 export type RedisSettings = z.infer<typeof redis>;
+export type PresenceSettings = z.infer<typeof presence>;

@@ -10,12 +10,8 @@ import { namespaceSettings, type Config } from '../config/config.js';
 import type { Engine, PresenceEntry, PresenceRef, Signal, UserPresence } from '../engine/engine.js';
 import { Throttle } from './throttle.js';
 
-/** A live entry lasts this long unless renewed. */
-export const PRESENCE_TTL_MS = 20_000;
-const RENEW_MS = 7_000;
-const SWEEP_MS = 2_000;
-/** A closed connection still counts for this long (reconnects do not flap). */
-export const PRESENCE_GRACE_MS = 5_000;
+/** Sweeps for expired entries run this often (a leave is announced at most this late). */
+const SWEEP_MS = 1_000;
 
 export type Status = 'online' | 'away' | 'busy';
 
@@ -87,7 +83,17 @@ export class Presence {
   }
 
   /** A connection (of any transport) opened: its user is online. */
-  async connected(holder: PresenceHolder, ttlMs = PRESENCE_TTL_MS): Promise<void> {
+  /** A live entry lasts this long unless renewed (`presence.timeout_ms`). */
+  private get ttlMs(): number {
+    return this.deps.config.presence.timeout_ms;
+  }
+
+  /** Renewals come often enough that two may fail before an entry lapses. */
+  private get renewMs(): number {
+    return Math.max(500, Math.floor(this.ttlMs / 3));
+  }
+
+  async connected(holder: PresenceHolder, ttlMs = this.ttlMs): Promise<void> {
     if (!this.held.has(holder)) this.held.set(holder, new Set());
     this.start();
     const { tenant, userId } = holder.principal;
@@ -95,7 +101,7 @@ export class Presence {
   }
 
   /** A connection ended: its entries linger for `graceMs`, then expire and are swept. */
-  async disconnected(holder: PresenceHolder, graceMs = PRESENCE_GRACE_MS): Promise<void> {
+  async disconnected(holder: PresenceHolder, graceMs = this.deps.config.presence.grace_ms): Promise<void> {
     const channels = this.held.get(holder);
     if (!channels) return;
     this.held.delete(holder);
@@ -109,7 +115,7 @@ export class Presence {
   }
 
   /** The connection subscribed to a presence channel: join it, announcing a first join. */
-  async join(holder: PresenceHolder, channel: string, ttlMs = PRESENCE_TTL_MS): Promise<void> {
+  async join(holder: PresenceHolder, channel: string, ttlMs = this.ttlMs): Promise<void> {
     if (!this.enabled(channel)) return;
     const { tenant, userId, name } = holder.principal;
     let channels = this.held.get(holder);
@@ -142,7 +148,7 @@ export class Presence {
     this.busy = true;
     try {
       const now = Date.now();
-      if (now - this.lastRenew >= RENEW_MS) {
+      if (now - this.lastRenew >= this.renewMs) {
         this.lastRenew = now;
         const refs: PresenceRef[] = [];
         const conns: Array<Omit<PresenceRef, 'channel'>> = [];
@@ -152,8 +158,8 @@ export class Presence {
           for (const channel of channels) refs.push({ tenant, channel, connectionId: h.id, userId });
         }
         await Promise.all([
-          refs.length ? this.deps.engine.presenceTouch(refs, PRESENCE_TTL_MS) : undefined,
-          conns.length ? this.deps.engine.connectionsTouch(conns, PRESENCE_TTL_MS) : undefined,
+          refs.length ? this.deps.engine.presenceTouch(refs, this.ttlMs) : undefined,
+          conns.length ? this.deps.engine.connectionsTouch(conns, this.ttlMs) : undefined,
         ]);
       }
       for (const [k, s] of this.swept) {
@@ -161,7 +167,7 @@ export class Presence {
         // Forget channels that have been empty for a while; a join brings them back.
         if (count === 0) {
           s.quietSince ??= now;
-          if (now - s.quietSince > PRESENCE_TTL_MS * 2) this.swept.delete(k);
+          if (now - s.quietSince > this.ttlMs * 2) this.swept.delete(k);
         } else {
           s.quietSince = null;
         }

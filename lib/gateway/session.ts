@@ -181,6 +181,12 @@ export class Session {
   receive(text: string): void {
     if (this.closed) return;
     const now = Date.now();
+    // A heartbeat answer is never refused: a client over its frame budget must still be
+    // able to prove it is alive (else a 4008 would hide the 4029).
+    if (text.length <= 64 && text.includes('"pong"') && this.isPong(text)) {
+      this.pongDeadline = 0;
+      return;
+    }
     if (!this.bucket.take(now)) {
       if (this.bucket.overFor(now) >= 5000) {
         this.close(CloseCode.RateLimited, 'rate limit exceeded for too long');
@@ -207,6 +213,15 @@ export class Session {
       return;
     }
     this.chain = this.chain.then(() => this.handle(f)).catch((err: unknown) => this.sendError(f.id as string | undefined, err));
+  }
+
+  private isPong(text: string): boolean {
+    try {
+      const f = JSON.parse(text) as { type?: unknown };
+      return typeof f === 'object' && f !== null && f.type === 'pong';
+    } catch {
+      return false;
+    }
   }
 
   private peekId(text: string): string | undefined {

@@ -23,6 +23,8 @@ export interface TypingReceiptsDeps {
   config: Config;
   engine: Engine;
   mirror?: ReceiptMirror;
+  /** The database copy, read when the engine has no cursors for a user (Redis lost them). */
+  stored?: { list(tenant: string, userId: string): Promise<Array<{ channel: string; read: string | null; delivered: string | null }>> };
   /** Extra subscribe rule (room membership); resolves or throws `forbidden`. */
   mayRead?(principal: UserPrincipal, channel: string): Promise<void>;
 }
@@ -96,7 +98,8 @@ export class TypingReceipts {
    * Counted up to the retention (at most 1000 per channel).
    */
   async unread(principal: UserPrincipal, extraChannels: readonly string[] = []): Promise<Array<{ channel: string; unread: number }>> {
-    const cursors = await this.deps.engine.receiptsGet(principal.tenant, principal.userId);
+    let cursors = await this.deps.engine.receiptsGet(principal.tenant, principal.userId);
+    if (cursors.length === 0 && this.deps.stored) cursors = await this.deps.stored.list(principal.tenant, principal.userId);
     const read = new Map(cursors.map((c) => [c.channel, c.read]));
     for (const c of extraChannels) if (!read.has(c)) read.set(c, null);
     const channels = [...read.keys()].filter((c) => namespaceSettings(this.deps.config, c).receipts).sort();

@@ -7,6 +7,7 @@ import { AuditWriter, type AuditWriterOptions } from './audit.js';
 import { migrateLatest, openDatabase, type DatabaseSettings } from './database.js';
 import { ServerKeyStore, type ServerKeyStoreOptions } from './server-keys.js';
 import { RoomStore, type RoomStoreOptions } from './rooms.js';
+import { ReadCursorStore } from './read-cursors.js';
 
 export interface StoreOptions {
   /** Apply pending migrations on open (`streamgate migrate` does it as a release step). @default false */
@@ -20,6 +21,7 @@ export class Store {
   readonly keys: ServerKeyStore;
   readonly audit: AuditWriter;
   readonly rooms: RoomStore;
+  readonly readCursors: ReadCursorStore;
 
   constructor(
     readonly knex: Knex,
@@ -28,6 +30,7 @@ export class Store {
     this.keys = new ServerKeyStore(knex, options.keys);
     this.audit = new AuditWriter(knex, options.audit);
     this.rooms = new RoomStore(knex, options.rooms);
+    this.readCursors = new ReadCursorStore(knex);
   }
 
   /** Open the configured database; rejects with `unavailable` when it cannot be reached. */
@@ -62,6 +65,7 @@ export class Store {
   async close(): Promise<void> {
     try {
       await this.audit.close();
+      await this.readCursors.close();
     } finally {
       await this.keys.flush();
       await this.knex.destroy();

@@ -79,6 +79,25 @@ describe('client SDK over each transport', function () {
     await gw.close();
   });
 
+  for (const transport of ['websocket', 'sse'] as const) {
+    it(`${transport}: presence signals of subscribed channels come through the signal event`, async () => {
+      const { client: c } = client({ url: gw.url, token, transports: [transport] });
+      const signals: Array<Record<string, unknown>> = [];
+      c.on('signal', (s) => signals.push(s));
+      await feed(c, 'team:1').sub.ready;
+      await waitFor(() => c.state === 'connected', 5000, 'connected');
+      // The stream is live once the welcome came: wait for it through a first event.
+      const probe = feed(c, 'team:9');
+      await probe.sub.ready;
+      await publishAs(gw, token, 'team:9', 'live');
+      await waitFor(() => probe.events.length === 1, 5000, 'the stream live');
+      const other = client({ url: gw.url, token: gw.token({ ...CLAIMS, sub: 'u2' }), transports: ['websocket'] });
+      await feed(other.client, 'team:1').sub.ready;
+      await waitFor(() => signals.some((s) => s.type === 'presence' && s.action === 'join'), 5000, 'the join of u2');
+      expect(signals.find((s) => s.action === 'join')).to.deep.include({ channel: 'team:1' });
+    });
+  }
+
   for (const transport of TRANSPORTS) {
     it(`${transport}: subscribe from 0-0, publish, history: every event once, in order`, async () => {
       await publishAs(gw, token, 'team:1', 'before-1');
