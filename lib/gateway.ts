@@ -59,6 +59,19 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/** Who a session is, as the connection audit records it. */
+function auditOf(session: Session) {
+  return {
+    tenant: session.tenant,
+    userId: session.principal.userId,
+    connectionId: session.id,
+    transport: session.transport.name,
+    ip: session.info.ip,
+    userAgent: session.info.userAgent,
+    device: session.info.device,
+  };
+}
+
 /** Build a gateway: connects to the engine and the database, runs migrations, starts the live feed. */
 export async function createGateway(options: GatewayOptions = {}): Promise<Gateway> {
   const config = loadConfig(options);
@@ -114,19 +127,9 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     publish: publishDeps,
     track,
     onClosed(session: Session, code: number) {
-      connections.remove(session);
+      if (!connections.remove(session)) return;
       metrics.connections.dec({ transport: session.transport.name, tenant: session.tenant });
-      store.audit.connectionClosed({
-        tenant: session.tenant,
-        userId: session.principal.userId,
-        connectionId: session.id,
-        transport: session.transport.name,
-        ip: session.info.ip,
-        userAgent: session.info.userAgent,
-        device: session.info.device,
-        closeCode: code,
-        durationMs: Date.now() - session.openedAt,
-      });
+      store.audit.connectionClosed({ ...auditOf(session), closeCode: code, durationMs: Date.now() - session.openedAt });
     },
   };
   const streamDeps: StreamDeps = {
@@ -137,15 +140,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     onOpen(session) {
       void presence.connected(session).catch(() => undefined);
       metrics.connections.inc({ transport: session.transport.name, tenant: session.tenant });
-      store.audit.connectionOpened({
-        tenant: session.tenant,
-        userId: session.principal.userId,
-        connectionId: session.id,
-        transport: session.transport.name,
-        ip: session.info.ip,
-        userAgent: session.info.userAgent,
-        device: session.info.device,
-      });
+      store.audit.connectionOpened(auditOf(session));
     },
   };
   const websocket = new WebSocketGateway(streamDeps);
@@ -161,6 +156,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     pingDatabase: () => store.ping(),
     ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
     lifecycle: { isClosing: () => closing !== null, track },
+    demo: config.nodeEnv !== 'production',
     collaboration: {
       presence,
       collab,

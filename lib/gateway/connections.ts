@@ -69,15 +69,17 @@ export class ConnectionRegistry {
     }
   }
 
-  remove(session: Session): void {
+  /** Forget a session; false when it was never added (long-polls are not). */
+  remove(session: Session): boolean {
     const slots = this.sessions.get(session);
-    if (!slots) return;
+    if (!slots) return false;
     this.sessions.delete(session);
     this.release(slots, session.id);
     if (this.sessions.size === 0 && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = null;
     }
+    return true;
   }
 
   private sweep(): void {

@@ -527,23 +527,20 @@ export class Session {
 
   /** End the session: unsubscribe everything and close the wire with `code`. */
   close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
-    this.queue.clear();
-    this.wakeWritable();
-    this.transport.close(code, reason);
-    this.ctx.onClosed(this, code);
-    void this.ctx.presence.disconnected(this, this.info.presenceTtlMs).catch(() => undefined);
+    if (!this.closed) this.finish(code, () => this.transport.close(code, reason));
   }
 
   /** The wire went away by itself (client closed, network lost). */
   ended(code: number): void {
-    if (this.closed) return;
+    if (!this.closed) this.finish(code);
+  }
+
+  private finish(code: number, closeWire?: () => void): void {
     this.closed = true;
     for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
     this.queue.clear();
     this.wakeWritable();
+    closeWire?.();
     this.ctx.onClosed(this, code);
     void this.ctx.presence.disconnected(this, this.info.presenceTtlMs).catch(() => undefined);
   }

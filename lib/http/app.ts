@@ -2,7 +2,9 @@
  * The HTTP API (PROTOCOL §7) as an Express router, so it mounts into an existing app
  * (`app.use('/realtime', gateway.router)`) as well as standing alone.
  */
+import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import { DEMO_HTML } from '../client/demo-page.js';
 import type { Principal, UserPrincipal } from '../auth/principal.js';
 import type { Presence } from '../gateway/presence.js';
 import type { TypingReceipts } from '../gateway/typing-receipts.js';
@@ -37,6 +39,8 @@ export interface HttpDeps {
     /** Channels a user belongs to (room membership), for unread counts. */
     memberChannels?(principal: UserPrincipal): Promise<string[]>;
   };
+  /** Serve the SDK demo page at `/demo` (development only). */
+  demo?: boolean;
   /** The rooms API (createRoomsRouter), mounted at /v1/rooms. */
   rooms?: Router;
   /** The streaming routes (SSE, long-polling, announcements), served by the transports. */
@@ -48,6 +52,9 @@ export interface HttpDeps {
   /** Shutdown: new requests are refused, publishes in flight are waited for. */
   lifecycle?: { isClosing(): boolean; track<T>(work: Promise<T>): Promise<T> };
 }
+
+/** The browser bundle of the SDK, built by `npm run build` (scripts/build-client.mjs). */
+const CLIENT_BUNDLE = fileURLToPath(new URL(import.meta.url.includes('/dist/lib/') ? '../../client/streamgate.js' : '../../dist/client/streamgate.js', import.meta.url));
 
 /** A readiness probe that takes longer than this counts as down. */
 const READY_TIMEOUT_MS = 2000;
@@ -159,6 +166,18 @@ export function createRouter(deps: HttpDeps): Router {
       next(err);
     }
   });
+
+  if (deps.demo) {
+    // The page loads `<mount>/demo/streamgate.js` and talks to `<mount>`.
+    router.get('/demo', (_req, res) => {
+      res.type('html').send(DEMO_HTML);
+    });
+    router.get('/demo/streamgate.js', (_req, res, next) => {
+      res.type('text/javascript').sendFile(CLIENT_BUNDLE, (err) => {
+        if (err) next(notFound('the SDK bundle is not built: run npm run build'));
+      });
+    });
+  }
 
   router.get('/v1/transports', (_req, res) => {
     res.json({

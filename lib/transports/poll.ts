@@ -127,7 +127,8 @@ export class PollGateway {
     let answered = false;
     let timer: NodeJS.Timeout | undefined;
     let gather: NodeJS.Timeout | undefined;
-    const answer = (): void => {
+    /** End the poll once: the session goes, and the client gets its answer if it still listens. */
+    const finish = (respond: boolean): void => {
       if (answered) return;
       answered = true;
       clearTimeout(timer);
@@ -135,18 +136,10 @@ export class PollGateway {
       this.waiting.delete(answer);
       session.ended(1000);
       metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
-      this.answer(res, transport.frames, cursor);
+      if (respond) this.answer(res, transport.frames, cursor);
     };
-    res.on('close', () => {
-      if (!answered) {
-        answered = true;
-        clearTimeout(timer);
-        clearTimeout(gather);
-        this.waiting.delete(answer);
-        session.ended(1000);
-        metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
-      }
-    });
+    const answer = (): void => finish(true);
+    res.on('close', () => finish(false));
     this.waiting.add(answer);
 
     try {
@@ -160,10 +153,7 @@ export class PollGateway {
       }
     } catch (err) {
       if (answered) return;
-      answered = true;
-      this.waiting.delete(answer);
-      session.ended(1011);
-      metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
+      finish(false);
       refuseRequest(res, err);
       return;
     }

@@ -73,10 +73,14 @@ describe('client SDK in Chromium (demo page)', function () {
     return g;
   }
 
-  /** The page and the API behind one origin: the proxy serves the demo files, or the gateway's `/demo` when it has one. */
+  /**
+   * The page and the API behind one origin. The bundle is always the one just built;
+   * the page is the gateway's own `/demo` when it serves one, else the SDK's HTML.
+   */
   async function proxyTo(gw: TestGateway, options: Omit<ProxyOptions, 'targetPort'> = {}): Promise<TestProxy> {
     const own = await fetch(`${gw.url}/demo`).then((r) => r.ok && (r.headers.get('content-type') ?? '').includes('html'), () => false);
-    const p = await startProxy({ targetPort: gw.port, ...(own ? {} : { files }), ...options });
+    const served = own ? { '/demo/streamgate.js': files!['/demo/streamgate.js']! } : files;
+    const p = await startProxy({ targetPort: gw.port, files: served, ...options });
     proxies.push(p);
     return p;
   }
