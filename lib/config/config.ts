@@ -54,6 +54,8 @@ export interface Config {
   jwt: JwtSettings;
   /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
+  /** Origins allowed to call the API from a browser page elsewhere (`*`: any). */
+  corsOrigins: readonly string[];
   namespaces: Readonly<Record<string, NamespaceSettings>>;
   defaults: NamespaceSettings;
   limits: Limits;
@@ -233,6 +235,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     databaseSchema: s.databaseSchema ?? (env.DATABASE_SCHEMA || undefined),
     jwt: Object.freeze(jwt),
     metricsToken: env.METRICS_TOKEN || undefined,
+    corsOrigins: Object.freeze((env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     namespaces: Object.freeze(
       Object.fromEntries(
         Object.entries(file.namespaces).map(([name, ns]) => [

@@ -100,6 +100,30 @@ export function sendError(res: Response, err: unknown): void {
   res.status(e.status).json(e.toBody());
 }
 
+/**
+ * CORS for pages on other origins (`CORS_ORIGINS`): the SDK sends `Authorization`
+ * and, for SSE, `Last-Event-ID`. Credentials are tokens, never cookies.
+ */
+function cors(origins: readonly string[]): express.RequestHandler {
+  const any = origins.includes('*');
+  return (req, res, next) => {
+    const origin = req.headers.origin;
+    if (origin && (any || origins.includes(origin))) {
+      res.setHeader('Access-Control-Allow-Origin', any ? '*' : origin);
+      if (!any) res.setHeader('Vary', 'Origin');
+      res.setHeader('Access-Control-Expose-Headers', 'Retry-After');
+      if (req.method === 'OPTIONS') {
+        res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, PATCH, DELETE, OPTIONS');
+        res.setHeader('Access-Control-Allow-Headers', 'Authorization, Content-Type, Last-Event-ID');
+        res.setHeader('Access-Control-Max-Age', '600');
+        res.status(204).end();
+        return;
+      }
+    }
+    next();
+  };
+}
+
 function requireBody(req: Request): unknown {
   if (req.body === undefined) throw badRequest('expected a JSON body (Content-Type: application/json)');
   return req.body;
@@ -111,6 +135,8 @@ export function createRouter(deps: HttpDeps): Router {
   const authenticate = createAuthenticator(config.jwt, deps.keys);
   const jsonOne = express.json({ limit: config.limits.max_message_bytes, strict: false });
   const jsonBatch = express.json({ limit: config.limits.max_batch_bytes, strict: false });
+
+  if (config.corsOrigins.length) router.use(cors(config.corsOrigins));
 
   router.use((req, res, next) => {
     res.on('finish', () => {

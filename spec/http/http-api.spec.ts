@@ -363,3 +363,34 @@ describe('HTTP API with issuer, audience and public keys', function () {
     });
   }
 });
+
+describe('HTTP API with CORS_ORIGINS', function () {
+  it('answers preflights and marks answers for the allowed origins only', async () => {
+    const { createGateway } = await import('../../lib/gateway.js');
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'sg-cors-'));
+    const gw = await createGateway({
+      env: { NODE_ENV: 'test', STREAMGATE_DATA_DIR: dir, CORS_ORIGINS: 'https://ward.example' },
+      defaultMetrics: false,
+      settings: { sqliteFile: join(dir, 'db.sqlite'), jwt: { secret: TEST_SECRET } },
+    });
+    try {
+      const base = `http://127.0.0.1:${await gw.listen(0, '127.0.0.1')}`;
+      const pre = await fetch(`${base}/v1/channels/team:1/events`, {
+        method: 'OPTIONS',
+        headers: { origin: 'https://ward.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' },
+      });
+      expect(pre.status).to.equal(204);
+      expect(pre.headers.get('access-control-allow-origin')).to.equal('https://ward.example');
+      expect(pre.headers.get('access-control-allow-headers')).to.match(/Authorization/);
+      const ok = await fetch(`${base}/v1/transports`, { headers: { origin: 'https://ward.example' } });
+      expect(ok.headers.get('access-control-allow-origin')).to.equal('https://ward.example');
+      const other = await fetch(`${base}/v1/transports`, { headers: { origin: 'https://evil.example' } });
+      expect(other.headers.get('access-control-allow-origin')).to.equal(null);
+    } finally {
+      await gw.close();
+    }
+  });
+});
