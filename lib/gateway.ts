@@ -21,6 +21,7 @@ import { WebSocketGateway } from './transports/websocket.js';
 import { TenantQuota } from './gateway/tenant-quota.js';
 import { Presence } from './gateway/presence.js';
 import { createRoomsRouter } from './http/rooms.js';
+import { createNotificationsRouter } from './http/notifications.js';
 import { isReservedRoomEvent, roomChannelAccess } from './auth/room-roles.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { TypingReceipts } from './gateway/typing-receipts.js';
@@ -75,7 +76,10 @@ function auditOf(session: Session) {
 /** Build a gateway: connects to the engine and the database, runs migrations, starts the live feed. */
 export async function createGateway(options: GatewayOptions = {}): Promise<Gateway> {
   const config = loadConfig(options);
-  const store = await Store.open(config, { migrate: options.migrate ?? config.nodeEnv !== 'production' });
+  const store = await Store.open(config, {
+    migrate: options.migrate ?? config.nodeEnv !== 'production',
+    pushTargets: { allowPrivateEndpoints: config.notifications.credentials.allowPrivateEndpoints },
+  });
   let engine: Engine;
   try {
     engine = await createEngine(config);
@@ -164,6 +168,13 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
       memberChannels: async (p) => (await store.rooms.roomIdsForUser(p.tenant, p.userId)).map((id) => `room:${id}`),
     },
     rooms: createRoomsRouter({ rooms: store.rooms, publish: publishDeps, authenticate: createAuthenticator(config.jwt, store.keys) }),
+    notifications: createNotificationsRouter({
+      notifications: store.notifications,
+      preferences: store.notificationPreferences,
+      targets: store.pushTargets,
+      vapidPublicKey: config.notifications.credentials.vapid?.publicKey ?? null,
+      engine,
+    }),
     streams: {
       sse: (req, res) => void serveSse(streamDeps, req, res),
       poll: (req, res) => void polls.serve(req, res),

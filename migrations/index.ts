@@ -7,6 +7,7 @@
 import type { Knex } from 'knex';
 import * as foundation from './20261122000000_foundation.js';
 import * as collaboration from './20261122010000_collaboration.js';
+import * as notifications from './20261122020000_notifications.js';
 
 export interface NamedMigration {
   readonly name: string;
@@ -17,4 +18,5 @@ export interface NamedMigration {
 export const migrations: readonly NamedMigration[] = [
   { name: '20261122000000_foundation', up: foundation.up, down: foundation.down },
   { name: '20261122010000_collaboration', up: collaboration.up, down: collaboration.down },
+  { name: '20261122020000_notifications', up: notifications.up, down: notifications.down },
 ];

@@ -9,6 +9,10 @@ import { isValidTenant } from '../protocol/channel.js';
 import { createGateway } from '../gateway.js';
 import { migrateLatest } from '../store/database.js';
 import { Store } from '../store/store.js';
+import { openDeadLetters } from '../notify/dead-letters.js';
+import { bullPrefix } from '../notify/queue.js';
+import { generateVapidKeys } from '../notify/vapid.js';
+import { runWorker } from '../notify/worker.js';
 
 const HELP = `streamgate: a realtime gateway on Redis Streams
 
@@ -16,7 +20,12 @@ Usage: streamgate <command> [options]
 
 Commands:
   serve                         run the gateway (HTTP API, WebSocket, SSE, long-poll) on PORT
-  worker                        run the background consumers (notifications, archiving)
+  worker                        run the notification pipeline (notifier consumer group, BullMQ senders, daily digest)
+  vapid                         print a new VAPID key pair for web push
+  notifications failed [--limit 100]
+                                list deliveries that failed their last attempt (the dead-letter list)
+  notifications retry <id> | --all
+                                queue failed deliveries again, with all their attempts
   migrate                       apply the database migrations
   keys create --tenant T [--label L]
                                 create a server key; it is printed once, alone on the last line
@@ -26,7 +35,8 @@ Commands:
                                 print a user token signed with JWT_SECRET (development and tests)
 
 Environment: PORT, HOST, REDIS_URL, DATABASE_URL, JWT_SECRET, JWT_PUBLIC_KEY, JWT_ISSUER,
-JWT_AUDIENCE, NODE_ENV, STREAMGATE_CONFIG (see README.md).
+JWT_AUDIENCE, NODE_ENV, STREAMGATE_CONFIG, VAPID_PUBLIC_KEY, VAPID_PRIVATE_KEY, VAPID_SUBJECT,
+FCM_SERVICE_ACCOUNT, SMTP_URL (see README.md).
 `;
 
 const out = (line: string) => process.stdout.write(line + '\n');
@@ -126,6 +136,77 @@ async function keys(config: Config, args: string[]): Promise<number> {
   }
 }
 
+async function worker(config: Config): Promise<number> {
+  if (!config.redisUrl) throw new ConfigError('worker: needs REDIS_URL (BullMQ and the consumer groups live in Redis)');
+  const running = await runWorker({ config });
+  const c = config.notifications.credentials;
+  err(`streamgate worker: running (web push ${c.vapid ? 'on' : 'off'}, FCM ${c.fcm ? 'on' : 'off'}, email ${c.smtpUrl ? 'on' : 'off'})`);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      err(`streamgate worker: ${signal}, stopping`);
+      const force = setTimeout(() => {
+        err('streamgate worker: stopping took longer than 10 s, exiting');
+        process.exit(1);
+      }, 10_000);
+      force.unref();
+      running.close().then(
+        () => {
+          clearTimeout(force);
+          resolve(0);
+        },
+        (e: unknown) => {
+          err(`streamgate worker: error while stopping: ${(e as Error).message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+function vapid(): number {
+  const keys = generateVapidKeys();
+  err('streamgate: a new VAPID key pair for web push; set both (keep the private key secret) and VAPID_SUBJECT=mailto:you@example.com:');
+  out(`VAPID_PUBLIC_KEY=${keys.publicKey}`);
+  out(`VAPID_PRIVATE_KEY=${keys.privateKey}`);
+  return 0;
+}
+
+async function notifications(config: Config, args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    options: { all: { type: 'boolean', default: false }, limit: { type: 'string', default: '100' } },
+    allowPositionals: true,
+  });
+  if (action !== 'failed' && action !== 'retry') throw new ConfigError('notifications: failed or retry');
+  if (!config.redisUrl) throw new ConfigError('notifications: needs REDIS_URL');
+  const dead = openDeadLetters({ redisUrl: config.redisUrl, prefix: bullPrefix(config.redis.key_prefix) }, config.notifications.retry);
+  try {
+    if (action === 'failed') {
+      const limit = Number(values.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new ConfigError('notifications failed: --limit 1 to 1000');
+      const { total, failed } = await dead.list({ limit });
+      for (const f of failed) {
+        out(`${f.id}\t${f.kind}\t${f.tenant ?? ''}\t${f.userId ?? ''}\t${f.attempts} attempts\t${f.failedAt?.toISOString() ?? ''}\t${f.reason}`);
+      }
+      err(`${total} failed deliver${total === 1 ? 'y' : 'ies'}${total > failed.length ? ` (${failed.length} shown)` : ''}`);
+      return 0;
+    }
+    const id = positionals[0];
+    if (values.all === (id !== undefined)) throw new ConfigError('notifications retry: give a job id (quoted: ids contain |) or --all');
+    const queued = await dead.retry(values.all ? 'all' : id!);
+    err(values.all || queued ? `queued ${queued} again` : `no failed delivery ${id}`);
+    return values.all || queued ? 0 : 1;
+  } finally {
+    await dead.close();
+  }
+}
+
 function token(config: Config, args: string[]): number {
   const { values } = parseArgs({
     args,
@@ -170,9 +251,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'serve':
         return await serve(loadConfig());
       case 'worker':
-        loadConfig();
-        err('streamgate worker: the notification and archiving consumers are not built yet (see the notifications issue); nothing to run.');
-        return 0;
+        return await worker(loadConfig());
+      case 'vapid':
+        return vapid();
+      case 'notifications':
+        return await notifications(loadConfig(), args);
       case 'migrate':
         return await migrate(loadConfig());
       case 'keys':

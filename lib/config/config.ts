@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { namespaceOf } from '../protocol/channel.js';
+import { buildNotificationConfig, mergeNotificationSettings, readNotificationCredentials, type NotificationConfig, type NotificationCredentials } from './notifications.js';
 import {
   fileConfigSchema,
   overrideSchema,
@@ -61,6 +62,8 @@ export interface Config {
   limits: Limits;
   redis: RedisSettings;
   presence: PresenceSettings;
+  /** Notification rules and settings (file), with the credentials (environment). */
+  notifications: NotificationConfig;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -124,6 +127,7 @@ export function mergeFileConfig(base: FileConfig, override: unknown, source: str
     limits: { ...base.limits, ...o.limits },
     redis: { ...base.redis, ...o.redis },
     presence: { ...base.presence, ...o.presence },
+    notifications: mergeNotificationSettings(base.notifications, o.notifications),
   };
   const full = fileConfigSchema.safeParse(merged);
   if (!full.success) throw new ConfigError(formatIssues(source, full.error));
@@ -220,6 +224,12 @@ export function loadConfig(options: LoadOptions = {}): Config {
       throw new ConfigError('JWT_SECRET: must be at least 32 characters in production');
     }
   }
+  let notificationCredentials: NotificationCredentials;
+  try {
+    notificationCredentials = readNotificationCredentials(env, { production });
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
   if (server && !jwt.secret && !jwt.publicKey) {
     jwt.secret = developmentSecret(dataDir);
     jwt.generated = true;
@@ -252,6 +262,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     limits: Object.freeze(file.limits),
     redis: Object.freeze(file.redis),
     presence: Object.freeze(file.presence),
+    notifications: buildNotificationConfig(file.notifications, notificationCredentials),
   };
   return Object.freeze(config);
 }

@@ -3,6 +3,7 @@
  * value stops the start with a message naming the setting.
  */
 import { z } from 'zod';
+import { notificationsOverrideSchema, notificationsSchema } from './notifications.js';
 
 const retention = z.strictObject({
   count: z.number().int().min(1).max(10_000_000),
@@ -59,6 +60,7 @@ export const fileConfigSchema = z.strictObject({
   limits,
   redis,
   presence,
+  notifications: notificationsSchema.prefault({}),
 });
 
 /** What a `STREAMGATE_CONFIG` file may contain: any part of the defaults. */
@@ -68,6 +70,7 @@ export const overrideSchema = z.strictObject({
   limits: limits.partial().strict().optional(),
   redis: redis.partial().strict().optional(),
   presence: presence.partial().strict().optional(),
+  notifications: notificationsOverrideSchema.optional(),
 });
 
 export type FileConfig = z.infer<typeof fileConfigSchema>;

@@ -43,6 +43,8 @@ export interface HttpDeps {
   demo?: boolean;
   /** The rooms API (createRoomsRouter), mounted at /v1/rooms. */
   rooms?: Router;
+  /** The notifications API (createNotificationsRouter), mounted at /v1/notifications after authentication. */
+  notifications?: Router;
   /** The streaming routes (SSE, long-polling, announcements), served by the transports. */
   streams?: {
     sse(req: Request, res: Response): void;
@@ -351,6 +353,7 @@ export function createRouter(deps: HttpDeps): Router {
   }
 
   if (deps.rooms) router.use('/v1/rooms', deps.rooms);
+  if (deps.notifications) router.use('/v1/notifications', authenticate, deps.notifications);
 
   router.all('/v1/{*rest}', (req, _res, next) => {
     next(notFound(`no route ${req.method} ${req.originalUrl.split('?')[0]}`));

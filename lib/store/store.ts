@@ -8,6 +8,9 @@ import { migrateLatest, openDatabase, type DatabaseSettings } from './database.j
 import { ServerKeyStore, type ServerKeyStoreOptions } from './server-keys.js';
 import { RoomStore, type RoomStoreOptions } from './rooms.js';
 import { ReadCursorStore } from './read-cursors.js';
+import { NotificationStore } from './notifications.js';
+import { PreferenceStore } from './notification-preferences.js';
+import { PushTargetStore, type PushTargetStoreOptions } from './push-targets.js';
 
 export interface StoreOptions {
   /** Apply pending migrations on open (`streamgate migrate` does it as a release step). @default false */
@@ -15,6 +18,7 @@ export interface StoreOptions {
   audit?: AuditWriterOptions;
   keys?: ServerKeyStoreOptions;
   rooms?: RoomStoreOptions;
+  pushTargets?: PushTargetStoreOptions;
 }
 
 export class Store {
@@ -22,6 +26,9 @@ export class Store {
   readonly audit: AuditWriter;
   readonly rooms: RoomStore;
   readonly readCursors: ReadCursorStore;
+  readonly notifications: NotificationStore;
+  readonly notificationPreferences: PreferenceStore;
+  readonly pushTargets: PushTargetStore;
 
   constructor(
     readonly knex: Knex,
@@ -31,6 +38,9 @@ export class Store {
     this.audit = new AuditWriter(knex, options.audit);
     this.rooms = new RoomStore(knex, options.rooms);
     this.readCursors = new ReadCursorStore(knex);
+    this.notifications = new NotificationStore(knex);
+    this.notificationPreferences = new PreferenceStore(knex);
+    this.pushTargets = new PushTargetStore(knex, options.pushTargets);
   }
 
   /** Open the configured database; rejects with `unavailable` when it cannot be reached. */

@@ -112,10 +112,4 @@ describe('streamgate CLI', function () {
     expect(Date.now() - t0).to.be.below(10_000);
     expect(stderr).to.include('shutting down');
   });
-
-  it('worker says what it will run', () => {
-    const r = run(['worker'], { STREAMGATE_DATA_DIR: dataDir });
-    expect(r.code).to.equal(0);
-    expect(r.stderr).to.match(/notification/);
-  });
 });

@@ -1,0 +1,211 @@
+/**
+ * `streamgate worker`: the notifier (consumer group → BullMQ) and the BullMQ worker
+ * that sends (web push, FCM, email, daily digest), in one process. `close()` stops
+ * both within a few seconds: the notifier finishes its batch, the BullMQ worker its
+ * jobs in flight (past `closeTimeoutMs` they are abandoned, and BullMQ hands them to
+ * another worker once their lock expires).
+ */
+import type { Agent } from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker, type Job } from 'bullmq';
+import type { Knex } from 'knex';
+import { Registry } from 'prom-client';
+import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
+import type { Config } from '../config/config.js';
+import type { NotificationConfig } from '../config/notifications.js';
+import type { Engine } from '../engine/engine.js';
+import { RedisEngine } from '../engine/redis-engine.js';
+import { namespaceOf } from '../protocol/channel.js';
+import { migrateLatest, openDatabase } from '../store/database.js';
+import { PreferenceStore } from '../store/notification-preferences.js';
+import { NotificationStore } from '../store/notifications.js';
+import { PushTargetStore } from '../store/push-targets.js';
+import { RoomStore } from '../store/rooms.js';
+import { fcmAgent, pushAgent } from './agents.js';
+import { DeliveryProcessor, type Senders } from './deliveries.js';
+import { Digest, scheduleDigest } from './digest.js';
+import { EmailSender } from './email-sender.js';
+import { FcmSender, type FcmSenderOptions } from './fcm-sender.js';
+import { NotificationMetrics } from './metrics.js';
+import { Notifier, type NotifierOptions, type NotifyStores } from './notifier.js';
+import { bullPrefix, connectionOptions, createQueue, QUEUE_NAME, type DeliveryJobData, type DigestJobData, type NotifyJobData, type NotifyQueue } from './queue.js';
+import type { RoomMembers } from './rules.js';
+import { WebPushSender } from './web-push-sender.js';
+
+/** The parts of the configuration the worker reads. */
+export type WorkerConfig = Pick<Config, 'nodeEnv' | 'redisUrl' | 'databaseUrl' | 'sqliteFile' | 'databaseSchema' | 'redis' | 'namespaces' | 'defaults'> & {
+  notifications: NotificationConfig;
+};
+
+export interface WorkerDeps {
+  config: WorkerConfig;
+  /** The engine to read the log and announce notifications with; made from `config` (and closed) when absent. */
+  engine?: Engine;
+  /** The database; opened from `config` (and closed) when absent. */
+  store?: { knex: Knex; rooms: RoomMembers };
+  /** Where the queued/sent/failed counters go. @default a registry of its own */
+  registry?: Registry;
+  /** The clock of the notifier and the digest (quiet hours, DND). @default Date.now */
+  now?: () => number;
+  /** Sender settings that are not credentials (tests, proxies). */
+  transports?: {
+    webPushAgent?: Agent;
+    fcm?: FcmSenderOptions;
+    smtp?: string | SMTPTransport.Options;
+  };
+  notifier?: Partial<Pick<NotifierOptions, 'consumer' | 'batchSize' | 'blockMs' | 'claimIdleMs' | 'claimIntervalMs'>>;
+  /** Jobs sent at once. @default 10 */
+  concurrency?: number;
+  /** Run the notifier here. @default true */
+  runNotifier?: boolean;
+  /** Run the senders here. @default true */
+  runSenders?: boolean;
+  /** How long `close` waits for jobs in flight. @default 5000 */
+  closeTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface RunningWorker {
+  readonly queue: NotifyQueue;
+  readonly metrics: NotificationMetrics;
+  readonly notifier: Notifier | null;
+  close(): Promise<void>;
+}
+
+const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+async function makeSenders(deps: WorkerDeps): Promise<Senders> {
+  const { notifications } = deps.config;
+  const creds = notifications.credentials;
+  const webPushAgent = deps.transports?.webPushAgent ?? pushAgent(creds);
+  const webpush = creds.vapid ? new WebPushSender({ vapid: creds.vapid, ...(webPushAgent ? { agent: webPushAgent } : {}) }) : null;
+  let fcm: FcmSender | null = null;
+  if (deps.transports?.fcm) {
+    fcm = await FcmSender.create(deps.transports.fcm);
+  } else if (creds.fcm) {
+    const httpAgent = fcmAgent(creds);
+    // HTTP/2 (the default for batches) would not go through the agent.
+    fcm = await FcmSender.create({ serviceAccount: creds.fcm, ...(httpAgent ? { httpAgent, legacyHttpTransport: true } : {}) });
+  }
+  const smtp = deps.transports?.smtp ?? creds.smtpUrl;
+  const email = smtp ? new EmailSender({ transport: smtp, from: notifications.email.from }) : null;
+  return { webpush, fcm, email };
+}
+
+/** Start the notification pipeline; resolves once it runs. */
+export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
+  const { config } = deps;
+  const log = deps.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  if (!config.redisUrl) throw new Error('streamgate worker needs REDIS_URL (BullMQ and the consumer groups live in Redis)');
+  const settings = config.notifications;
+  const cleanup: Array<() => Promise<void> | void> = [];
+  const closeAll = async () => {
+    for (const step of cleanup.reverse()) await Promise.resolve(step()).catch((err: unknown) => log(`streamgate worker: while closing: ${message(err)}`));
+  };
+
+  try {
+    let knex: Knex;
+    let rooms: RoomMembers;
+    if (deps.store) {
+      knex = deps.store.knex;
+      rooms = deps.store.rooms;
+    } else {
+      const own = await openDatabase(config);
+      cleanup.push(() => own.destroy());
+      if (config.nodeEnv !== 'production') await migrateLatest(own);
+      knex = own;
+      rooms = new RoomStore(own);
+    }
+    let engine: Engine;
+    if (deps.engine) {
+      engine = deps.engine;
+    } else {
+      const own = await RedisEngine.create({
+        url: config.redisUrl,
+        keyPrefix: config.redis.key_prefix,
+        shards: config.redis.shards,
+        logMaxLength: config.redis.log_max_length,
+        retention: (channel) => (config.namespaces[namespaceOf(channel)] ?? config.defaults).retention,
+      });
+      cleanup.push(() => own.close());
+      engine = own;
+    }
+    const stores: NotifyStores = {
+      notifications: new NotificationStore(knex),
+      preferences: new PreferenceStore(knex),
+      targets: new PushTargetStore(knex),
+      rooms,
+    };
+    const metrics = new NotificationMetrics(deps.registry ?? new Registry());
+    const connection = { redisUrl: config.redisUrl, prefix: bullPrefix(config.redis.key_prefix) };
+    const queue = createQueue(connection, settings.retry);
+    queue.on('error', (err) => log(`streamgate worker: queue: ${message(err)}`));
+    cleanup.push(() => queue.close());
+
+    const senders = await makeSenders(deps);
+    cleanup.push(() => senders.email?.close());
+    cleanup.push(() => senders.fcm?.close());
+
+    let notifier: Notifier | null = null;
+    if (deps.runNotifier ?? true) {
+      notifier = new Notifier({
+        engine,
+        stores,
+        settings,
+        queue,
+        metrics,
+        senders: { webpush: senders.webpush !== null, fcm: senders.fcm !== null, email: senders.email !== null },
+        ...(deps.now ? { now: deps.now } : {}),
+        ...deps.notifier,
+        onError: (err) => log(`streamgate worker: notifier: ${message(err)}`),
+      });
+      await notifier.start();
+      const n = notifier;
+      cleanup.push(() => n.stop());
+    }
+
+    if (deps.runSenders ?? true) {
+      const processor = new DeliveryProcessor({ stores, senders, queue, settings, metrics });
+      const digest = new Digest({ stores, queue, email: senders.email, settings, metrics, ...(deps.now ? { now: deps.now } : {}) });
+      const worker = new Worker<NotifyJobData>(
+        QUEUE_NAME,
+        async (job: Job<NotifyJobData>) => {
+          switch (job.data.kind) {
+            case 'webpush':
+            case 'fcm':
+            case 'email':
+              return processor.run(job as Job<DeliveryJobData>);
+            case 'digest-run':
+              return digest.run();
+            case 'digest':
+              return digest.send(job as Job<DigestJobData>);
+          }
+        },
+        { connection: connectionOptions(config.redisUrl), prefix: connection.prefix, concurrency: deps.concurrency ?? 10 },
+      );
+      worker.on('error', (err) => log(`streamgate worker: ${message(err)}`));
+      worker.on('failed', (job, err) => {
+        if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) log(`streamgate worker: ${job.id} failed for good: ${err.message}`);
+      });
+      const timeout = deps.closeTimeoutMs ?? 5000;
+      cleanup.push(async () => {
+        const closed = worker.close();
+        const late = await Promise.race([closed.then(() => false), sleep(timeout, true, { ref: false })]);
+        if (late) await worker.close(true);
+      });
+      await worker.waitUntilReady();
+      await scheduleDigest(queue, settings.digest);
+    }
+
+    let closing: Promise<void> | null = null;
+    return {
+      queue,
+      metrics,
+      notifier,
+      close: () => (closing ??= closeAll()),
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

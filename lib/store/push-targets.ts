@@ -1,0 +1,243 @@
+/**
+ * Where pushes go: web push subscriptions (a push service endpoint and the browser's
+ * keys) and FCM device tokens. Each endpoint or token belongs to one user of a
+ * tenant: registering it again (another user signing in on the same browser or
+ * phone) moves it to the new user.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import { badRequest } from '../errors.js';
+import { toDate, toDateOrNull } from './database.js';
+
+export interface WebPushSubscription {
+  id: string;
+  tenant: string;
+  userId: string;
+  endpoint: string;
+  /** The browser's P-256 public key, base64url. */
+  p256dh: string;
+  /** The browser's auth secret, base64url. */
+  auth: string;
+  deviceType: string;
+  userAgent: string | null;
+  expiresAt: Date | null;
+  createdAt: Date;
+}
+
+export const DEVICE_PLATFORMS = ['android', 'ios', 'web'] as const;
+export type DevicePlatform = (typeof DEVICE_PLATFORMS)[number];
+
+export interface DeviceToken {
+  id: string;
+  tenant: string;
+  userId: string;
+  token: string;
+  platform: DevicePlatform;
+  createdAt: Date;
+}
+
+export interface NewWebPushSubscription {
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+  /** @default 'web' */
+  deviceType?: string;
+  userAgent?: string | null;
+  expiresAt?: Date | null;
+}
+
+export interface PushTargetStoreOptions {
+  /**
+   * Accept endpoints on loopback and private addresses and plain names such as
+   * `localhost` (tests, self-hosted push services). Off, only public `https:` hosts
+   * are accepted, so the worker cannot be made to post to internal services.
+   * @default false
+   */
+  allowPrivateEndpoints?: boolean;
+}
+
+export const MAX_ENDPOINT_LENGTH = 2048;
+export const MAX_TOKEN_LENGTH = 4096;
+const DEVICE_TYPE = /^[a-z0-9_-]{1,32}$/;
+const TOKEN = /^[\x21-\x7e]+$/;
+
+const sha256 = (value: string): string => createHash('sha256').update(value).digest('hex');
+const newId = (): string => randomBytes(12).toString('base64url');
+
+function base64urlLength(value: unknown): number {
+  return typeof value === 'string' && /^[A-Za-z0-9_-]+={0,2}$/.test(value) ? Buffer.from(value, 'base64url').length : -1;
+}
+
+/** True for IP literals and names that are not public DNS names. */
+function isPrivateHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '');
+  if (!host.includes('.') || host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.local') || host.endsWith('.internal')) return true;
+  return /^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(':');
+}
+
+interface SubscriptionRow {
+  id: string;
+  tenant: string;
+  user_id: string;
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+  device_type: string;
+  user_agent: string | null;
+  expires_at: unknown;
+  created_at: unknown;
+}
+
+interface DeviceRow {
+  id: string;
+  tenant: string;
+  user_id: string;
+  token: string;
+  platform: string;
+  created_at: unknown;
+}
+
+function toSubscription(r: SubscriptionRow): WebPushSubscription {
+  return {
+    id: r.id,
+    tenant: r.tenant,
+    userId: r.user_id,
+    endpoint: r.endpoint,
+    p256dh: r.p256dh,
+    auth: r.auth,
+    deviceType: r.device_type,
+    userAgent: r.user_agent ?? null,
+    expiresAt: toDateOrNull(r.expires_at),
+    createdAt: toDate(r.created_at),
+  };
+}
+
+function toDevice(r: DeviceRow): DeviceToken {
+  const platform = (DEVICE_PLATFORMS as readonly string[]).includes(r.platform) ? (r.platform as DevicePlatform) : 'android';
+  return { id: r.id, tenant: r.tenant, userId: r.user_id, token: r.token, platform, createdAt: toDate(r.created_at) };
+}
+
+export class PushTargetStore {
+  private readonly allowPrivate: boolean;
+
+  constructor(
+    private readonly knex: Knex,
+    options: PushTargetStoreOptions = {},
+  ) {
+    this.allowPrivate = options.allowPrivateEndpoints ?? false;
+  }
+
+  /** Validate a subscription (`bad_request` naming the field). */
+  checkWebPush(input: NewWebPushSubscription): void {
+    if (typeof input.endpoint !== 'string' || input.endpoint.length > MAX_ENDPOINT_LENGTH) {
+      throw badRequest(`endpoint: an https URL of at most ${MAX_ENDPOINT_LENGTH} characters`);
+    }
+    let url: URL;
+    try {
+      url = new URL(input.endpoint);
+    } catch {
+      throw badRequest('endpoint: not a URL');
+    }
+    if (url.protocol !== 'https:') throw badRequest('endpoint: push services are reached over https');
+    if (!this.allowPrivate && isPrivateHost(url.hostname)) throw badRequest('endpoint: not a public push service');
+    const key = Buffer.from(typeof input.p256dh === 'string' ? input.p256dh : '', 'base64url');
+    if (base64urlLength(input.p256dh) !== 65 || key[0] !== 4) throw badRequest('keys.p256dh: an uncompressed P-256 public key, base64url (65 bytes)');
+    if (base64urlLength(input.auth) !== 16) throw badRequest('keys.auth: the 16-byte auth secret, base64url');
+    if (input.deviceType !== undefined && !DEVICE_TYPE.test(input.deviceType)) throw badRequest('device_type: lowercase letters, digits, _ or - (1 to 32)');
+  }
+
+  /** Register (or move to `userId`) a web push subscription. */
+  async addWebPush(tenant: string, userId: string, input: NewWebPushSubscription, at: Date = new Date()): Promise<WebPushSubscription> {
+    this.checkWebPush(input);
+    const endpointHash = sha256(input.endpoint);
+    const values = {
+      user_id: userId,
+      endpoint: input.endpoint,
+      p256dh: input.p256dh,
+      auth: input.auth,
+      device_type: input.deviceType ?? 'web',
+      user_agent: input.userAgent ?? null,
+      expires_at: input.expiresAt ?? null,
+      updated_at: at,
+    };
+    await this.knex('push_subscriptions')
+      .insert({ id: newId(), tenant, endpoint_hash: endpointHash, created_at: at, ...values })
+      .onConflict(['tenant', 'endpoint_hash'])
+      .merge(values);
+    const row: SubscriptionRow = await this.knex('push_subscriptions').first('*').where({ tenant, endpoint_hash: endpointHash });
+    return toSubscription(row);
+  }
+
+  /** Remove the user's subscription by endpoint or id; false when there was none. */
+  async removeWebPush(tenant: string, userId: string, by: { endpoint: string } | { id: string }): Promise<boolean> {
+    const where = 'endpoint' in by ? { tenant, user_id: userId, endpoint_hash: sha256(by.endpoint) } : { tenant, user_id: userId, id: by.id };
+    return Number(await this.knex('push_subscriptions').where(where).delete()) > 0;
+  }
+
+  /** Delete a subscription its push service no longer knows (404/410). */
+  async deleteWebPush(tenant: string, id: string): Promise<boolean> {
+    return Number(await this.knex('push_subscriptions').where({ tenant, id }).delete()) > 0;
+  }
+
+  /** The subscriptions of these users, oldest first; expired ones are left out. */
+  async webPushFor(tenant: string, userIds: readonly string[], now: Date = new Date()): Promise<WebPushSubscription[]> {
+    const out: WebPushSubscription[] = [];
+    for (let i = 0; i < userIds.length; i += 100) {
+      const rows: SubscriptionRow[] = await this.knex('push_subscriptions')
+        .select('*')
+        .where({ tenant })
+        .whereIn('user_id', userIds.slice(i, i + 100))
+        .andWhere((w) => w.whereNull('expires_at').orWhere('expires_at', '>', now))
+        .orderBy([{ column: 'created_at' }, { column: 'id' }]);
+      out.push(...rows.map(toSubscription));
+    }
+    return out;
+  }
+
+  /** Validate a device token registration. */
+  checkDevice(token: unknown, platform: unknown): { token: string; platform: DevicePlatform } {
+    if (typeof token !== 'string' || token.length < 1 || token.length > MAX_TOKEN_LENGTH || !TOKEN.test(token)) {
+      throw badRequest(`token: the FCM registration token (1 to ${MAX_TOKEN_LENGTH} printable characters)`);
+    }
+    if (!(DEVICE_PLATFORMS as readonly unknown[]).includes(platform)) throw badRequest(`platform: one of ${DEVICE_PLATFORMS.join(', ')}`);
+    return { token, platform: platform as DevicePlatform };
+  }
+
+  /** Register (or move to `userId`) an FCM registration token. */
+  async addDevice(tenant: string, userId: string, token: string, platform: DevicePlatform, at: Date = new Date()): Promise<DeviceToken> {
+    this.checkDevice(token, platform);
+    const tokenHash = sha256(token);
+    const values = { user_id: userId, token, platform, updated_at: at };
+    await this.knex('device_tokens')
+      .insert({ id: newId(), tenant, token_hash: tokenHash, created_at: at, ...values })
+      .onConflict(['tenant', 'token_hash'])
+      .merge(values);
+    const row: DeviceRow = await this.knex('device_tokens').first('*').where({ tenant, token_hash: tokenHash });
+    return toDevice(row);
+  }
+
+  /** Remove the user's device by token or id; false when there was none. */
+  async removeDevice(tenant: string, userId: string, by: { token: string } | { id: string }): Promise<boolean> {
+    const where = 'token' in by ? { tenant, user_id: userId, token_hash: sha256(by.token) } : { tenant, user_id: userId, id: by.id };
+    return Number(await this.knex('device_tokens').where(where).delete()) > 0;
+  }
+
+  /** Delete a token FCM answered as unregistered or invalid. */
+  async deleteDevice(tenant: string, id: string): Promise<boolean> {
+    return Number(await this.knex('device_tokens').where({ tenant, id }).delete()) > 0;
+  }
+
+  /** The device tokens of these users, oldest first. */
+  async devicesFor(tenant: string, userIds: readonly string[]): Promise<DeviceToken[]> {
+    const out: DeviceToken[] = [];
+    for (let i = 0; i < userIds.length; i += 100) {
+      const rows: DeviceRow[] = await this.knex('device_tokens')
+        .select('*')
+        .where({ tenant })
+        .whereIn('user_id', userIds.slice(i, i + 100))
+        .orderBy([{ column: 'created_at' }, { column: 'id' }]);
+      out.push(...rows.map(toDevice));
+    }
+    return out;
+  }
+}

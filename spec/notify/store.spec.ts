@@ -1,0 +1,223 @@
+/**
+ * The notification repositories on SQLite and PostgreSQL: history and read state,
+ * delivery states, preferences, web push subscriptions and device tokens.
+ */
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import { StreamgateError } from '../../lib/errors.js';
+import { migrateLatest, openDatabase } from '../../lib/store/database.js';
+import { parsePreferencesPatch, PreferenceStore, preferencesJson } from '../../lib/store/notification-preferences.js';
+import { notificationId, NotificationStore, type NewNotification } from '../../lib/store/notifications.js';
+import { PushTargetStore } from '../../lib/store/push-targets.js';
+import { forEachDatabase, type TestDatabase } from '../support/databases.js';
+
+const P256 = Buffer.concat([Buffer.from([4]), Buffer.alloc(64, 7)]).toString('base64url');
+const AUTH = Buffer.alloc(16, 9).toString('base64url');
+
+function rejection(fn: () => unknown): Promise<StreamgateError> {
+  return Promise.resolve()
+    .then(fn)
+    .then(
+      () => {
+        throw new Error('expected a rejection');
+      },
+      (err: unknown) => {
+        expect(err).to.be.instanceOf(StreamgateError);
+        return err as StreamgateError;
+      },
+    );
+}
+
+describe('notification repositories', () => {
+  forEachDatabase((target) => {
+    let db: TestDatabase;
+    let knex: Knex;
+    let history: NotificationStore;
+    let prefs: PreferenceStore;
+    let targets: PushTargetStore;
+    let tenant: string;
+    let seq = 0;
+
+    before(async () => {
+      db = await target.open();
+      knex = await openDatabase(db.config);
+      await migrateLatest(knex);
+      history = new NotificationStore(knex);
+      prefs = new PreferenceStore(knex);
+      targets = new PushTargetStore(knex);
+    });
+
+    after(async () => {
+      await knex.destroy();
+      await db.cleanup();
+    });
+
+    beforeEach(() => {
+      tenant = `t${++seq}`;
+    });
+
+    const item = (userId: string, eventId: string, at: number, extra: Partial<NewNotification> = {}): NewNotification => ({
+      tenant,
+      userId,
+      channel: `user:${userId}`,
+      event: 'invoice.paid',
+      eventId,
+      category: 'user',
+      priority: 'high',
+      title: `t ${eventId}`,
+      body: 'b',
+      data: { url: '/x', n: [1, 2] },
+      createdAt: new Date(at),
+      ...extra,
+    });
+
+    it('records a notification once per (channel, event id, user), whatever the redeliveries', async () => {
+      const first = await history.record([item('ann', '100-0', 1_000), item('bob', '100-0', 1_000)]);
+      expect(first.created.size).to.equal(2);
+      const again = await history.record([item('ann', '100-0', 2_000, { title: 'changed' })]);
+      expect(again.created.size).to.equal(0);
+      expect(again.notifications).to.have.length(1);
+      expect(again.notifications[0]).to.include({ id: notificationId(tenant, 'user:ann', '100-0', 'ann'), title: 't 100-0', priority: 'high', readAt: null });
+      expect(again.notifications[0]!.createdAt.getTime()).to.equal(1_000);
+      expect(again.notifications[0]!.data).to.deep.equal({ url: '/x', n: [1, 2] });
+      // The same event id on another channel is another event.
+      expect((await history.record([item('ann', '100-0', 1_000, { channel: 'dm:ann:bob' })])).created.size).to.equal(1);
+    });
+
+    it('pages the history newest first and counts, marks and marks all read', async () => {
+      await history.record([1, 2, 3, 4, 5].map((i) => item('ann', `${i}-0`, i * 1000)));
+      await history.record([item('ann', '6-0', 5000)]);
+      const page1 = await history.list(tenant, 'ann', { limit: 4 });
+      expect(page1.notifications.map((n) => n.eventId).slice(0, 2).sort()).to.deep.equal(['5-0', '6-0']);
+      expect(page1.next).to.not.equal(null);
+      const page2 = await history.list(tenant, 'ann', { limit: 4, before: page1.next! });
+      expect(page2.next).to.equal(null);
+      const all = [...page1.notifications, ...page2.notifications].map((n) => n.eventId);
+      expect(all).to.have.length(6);
+      expect(new Set(all).size).to.equal(6);
+      expect(all.slice(2)).to.deep.equal(['4-0', '3-0', '2-0', '1-0']);
+
+      expect(await history.unreadCount(tenant, 'ann')).to.equal(6);
+      expect(await history.markRead(tenant, 'ann', [page1.notifications[0]!.id, 'nope'])).to.equal(1);
+      expect(await history.markRead(tenant, 'bob', [page1.notifications[1]!.id])).to.equal(0);
+      expect(await history.unreadCount(tenant, 'ann')).to.equal(5);
+      expect((await history.list(tenant, 'ann', { unreadOnly: true })).notifications).to.have.length(5);
+      expect(await history.markAllRead(tenant, 'ann', new Date(2000))).to.equal(2);
+      expect(await history.unreadCount(tenant, 'ann')).to.equal(3);
+      expect(await history.markAllRead(tenant, 'ann')).to.equal(3);
+      expect(await history.unreadCount(tenant, 'ann')).to.equal(0);
+      const read = await history.get(tenant, page1.notifications[0]!.id, 'ann');
+      expect(read!.readAt).to.be.instanceOf(Date);
+      expect(await history.get(tenant, page1.notifications[0]!.id, 'bob')).to.equal(null);
+    });
+
+    it('keeps delivery states per channel; initialising never overwrites a state', async () => {
+      const { notifications } = await history.record([item('ann', '7-0', 1000)]);
+      const id = notifications[0]!.id;
+      await history.initDeliveries([{ tenant, notificationId: id, channel: 'webpush', state: 'queued', jobId: 'j1' }]);
+      await history.setDelivery({ tenant, notificationId: id, channel: 'webpush', state: 'sent', attempts: 2, error: null });
+      await history.initDeliveries([{ tenant, notificationId: id, channel: 'webpush', state: 'queued' }]);
+      await history.setDelivery({ tenant, notificationId: id, channel: 'email', state: 'failed', attempts: 5, error: 'x'.repeat(5000) });
+      const n = await history.get(tenant, id);
+      expect(n!.delivery.webpush).to.include({ state: 'sent', attempts: 2, error: null });
+      expect(n!.delivery.email).to.include({ state: 'failed', attempts: 5 });
+      expect(n!.delivery.email!.error).to.have.length(1000);
+      expect(n!.delivery.email!.updatedAt).to.be.instanceOf(Date);
+    });
+
+    it('finds users with unread notifications for the digest, page by page', async () => {
+      await history.record([item('u1', '1-0', 10_000), item('u2', '1-0', 10_000), item('u3', '1-0', 10_000), item('u4', '1-0', 1_000)]);
+      const since = new Date(5_000);
+      const first = await history.usersWithUnread(since, null, 2);
+      const mine = (xs: Array<{ tenant: string; userId: string }>) => xs.filter((x) => x.tenant === tenant).map((x) => x.userId);
+      const seen: string[] = [...mine(first)];
+      let after: { tenant: string; userId: string } | null = first[first.length - 1] ?? null;
+      for (let i = 0; i < 100 && after; i++) {
+        const next = await history.usersWithUnread(since, after, 2);
+        seen.push(...mine(next));
+        after = next.length ? next[next.length - 1]! : null;
+      }
+      expect(seen).to.deep.equal(['u1', 'u2', 'u3']);
+      const { notifications, total } = await history.unreadSince(tenant, 'u1', since, 10);
+      expect(total).to.equal(1);
+      expect(notifications[0]!.userId).to.equal('u1');
+    });
+
+    it('gives default preferences, then saves the fields a change names', async () => {
+      const d = await prefs.get(tenant, 'ann');
+      expect(d).to.deep.include({ enabled: true, email: null, channels: {}, categories: {}, quietHours: null, dndUntil: null, digest: true, updatedAt: null });
+      const dnd = new Date(Date.now() + 3600_000);
+      await prefs.update(tenant, 'ann', { channels: { email: false }, categories: { room: false, mention: { webpush: false } }, dndUntil: dnd, digest: false });
+      const saved = await prefs.update(tenant, 'ann', { quietHours: { start: '22:00', end: '07:00', timeZone: 'Europe/Paris' }, devices: { ios: false } });
+      const read = await prefs.get(tenant, 'ann');
+      expect(read).to.deep.equal(saved);
+      expect(read).to.deep.include({
+        enabled: true,
+        channels: { email: false },
+        categories: { room: false, mention: { webpush: false } },
+        devices: { ios: false },
+        quietHours: { start: '22:00', end: '07:00', timeZone: 'Europe/Paris' },
+        digest: false,
+      });
+      expect(read.dndUntil!.toISOString()).to.equal(dnd.toISOString());
+      const many = await prefs.getMany(tenant, ['ann', 'bob']);
+      expect(many.get('bob')!.updatedAt).to.equal(null);
+      expect(many.get('ann')!.digest).to.equal(false);
+      expect(preferencesJson(read)).to.include({ enabled: true, digest: false, dnd_until: dnd.toISOString() });
+    });
+
+    it('validates preference changes', () => {
+      expect(parsePreferencesPatch({ quiet_hours: { start: '23:00', end: '06:30', time_zone: 'America/New_York' }, dnd_until: null }, { allowEmail: false })).to.deep.equal({
+        quietHours: { start: '23:00', end: '06:30', timeZone: 'America/New_York' },
+        dndUntil: null,
+      });
+      const bad = (body: unknown, re: RegExp, allowEmail = false) => expect(() => parsePreferencesPatch(body, { allowEmail })).to.throw(StreamgateError, re);
+      bad({ quiet_hours: { start: '25:00', end: '06:00', time_zone: 'UTC' } }, /quiet_hours.start/);
+      bad({ quiet_hours: { start: '22:00', end: '06:00', time_zone: 'Mars/Olympus' } }, /time zone/);
+      bad({ channels: { sms: true } }, /channels/);
+      bad({ surprise: 1 }, /surprise|Unrecognized/);
+      bad({ email: 'ann@example.com' }, /email: set by the application/);
+      bad({ email: 'not an address' }, /email/, true);
+      bad({ dnd_until: 'tomorrow' }, /dnd_until/);
+    });
+
+    it('registers web push subscriptions once per endpoint, moves them between users, and deletes them', async () => {
+      const endpoint = 'https://push.example.com/send/abc';
+      const a = await targets.addWebPush(tenant, 'ann', { endpoint, p256dh: P256, auth: AUTH });
+      expect(a).to.include({ userId: 'ann', deviceType: 'web', endpoint });
+      const b = await targets.addWebPush(tenant, 'bob', { endpoint, p256dh: P256, auth: AUTH, deviceType: 'desktop' });
+      expect(b.id).to.equal(a.id);
+      expect(await targets.webPushFor(tenant, ['ann'])).to.deep.equal([]);
+      expect((await targets.webPushFor(tenant, ['bob'])).map((s) => s.deviceType)).to.deep.equal(['desktop']);
+      await targets.addWebPush(tenant, 'bob', { endpoint: endpoint + '2', p256dh: P256, auth: AUTH, expiresAt: new Date(Date.now() - 1000) });
+      expect(await targets.webPushFor(tenant, ['bob'])).to.have.length(1);
+      expect(await targets.removeWebPush(tenant, 'ann', { endpoint })).to.equal(false);
+      expect(await targets.removeWebPush(tenant, 'bob', { endpoint })).to.equal(true);
+      expect(await targets.deleteWebPush(tenant, a.id)).to.equal(false);
+    });
+
+    it('refuses endpoints that are not public https push services', async () => {
+      expect((await rejection(() => targets.addWebPush(tenant, 'ann', { endpoint: 'http://push.example.com/x', p256dh: P256, auth: AUTH }))).message).to.match(/https/);
+      expect((await rejection(() => targets.addWebPush(tenant, 'ann', { endpoint: 'https://127.0.0.1:9/x', p256dh: P256, auth: AUTH }))).message).to.match(/public/);
+      expect((await rejection(() => targets.addWebPush(tenant, 'ann', { endpoint: 'https://localhost/x', p256dh: P256, auth: AUTH }))).message).to.match(/public/);
+      expect((await rejection(() => targets.addWebPush(tenant, 'ann', { endpoint: 'https://push.example.com/x', p256dh: AUTH, auth: AUTH }))).message).to.match(/p256dh/);
+      expect((await rejection(() => targets.addWebPush(tenant, 'ann', { endpoint: 'https://push.example.com/x', p256dh: P256, auth: P256 }))).message).to.match(/auth/);
+      const loopback = new PushTargetStore(knex, { allowPrivateEndpoints: true });
+      expect((await loopback.addWebPush(tenant, 'ann', { endpoint: 'https://127.0.0.1:9/x', p256dh: P256, auth: AUTH })).userId).to.equal('ann');
+    });
+
+    it('registers FCM tokens once, moves them between users, and deletes them', async () => {
+      const token = 'fcm:' + 'A'.repeat(150);
+      const a = await targets.addDevice(tenant, 'ann', token, 'android');
+      const b = await targets.addDevice(tenant, 'bob', token, 'ios');
+      expect(b).to.include({ id: a.id, userId: 'bob', platform: 'ios', token });
+      expect(await targets.devicesFor(tenant, ['ann'])).to.deep.equal([]);
+      expect(await targets.removeDevice(tenant, 'bob', { token })).to.equal(true);
+      const c = await targets.addDevice(tenant, 'bob', 'other', 'web');
+      expect(await targets.removeDevice(tenant, 'ann', { id: c.id })).to.equal(false);
+      expect(await targets.deleteDevice(tenant, c.id)).to.equal(true);
+      expect((await rejection(() => targets.addDevice(tenant, 'bob', 'has space', 'web'))).message).to.match(/token/);
+      expect((await rejection(() => targets.addDevice(tenant, 'bob', 'x', 'blackberry' as 'web'))).message).to.match(/platform/);
+    });
+  });
+});
