@@ -75,7 +75,9 @@ export function createAuthenticator(jwtSettings: JwtSettings, keys: ServerKeyVer
   const v = verifyOptions(jwtSettings);
   const jwtOptions: StrategyOptionsWithoutRequest = {
     jwtFromRequest: (req: Request) => credentialOf(req),
-    secretOrKey: v.key,
+    // passport-jwt hands the key to jsonwebtoken, which takes a KeyObject; its types
+    // only say string | Buffer.
+    secretOrKey: v.key as unknown as string,
     algorithms: v.algorithms,
   };
   if (v.issuer) jwtOptions.issuer = v.issuer;

@@ -32,6 +32,20 @@ function parseEntry(connectionId: string, json: string): PresenceEntry | null {
   }
 }
 
+/** Members renewed by one ZADD. */
+const MEMBERS_PER_COMMAND = 500;
+
+function groupBy<T>(items: readonly T[], keyOf: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = keyOf(item);
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = []));
+    g.push(item);
+  }
+  return groups;
+}
+
 async function inChunks<T>(redis: Redis, items: readonly T[], add: (p: ReturnType<Redis['pipeline']>, item: T) => void, doing: string): Promise<void> {
   try {
     for (let i = 0; i < items.length; i += PIPELINE_CHUNK) {
@@ -107,9 +121,15 @@ export class RedisPresence {
 
   touch(refs: readonly PresenceRef[], ttlMs: number): Promise<void> {
     const expiry = Date.now() + ttlMs;
-    return inChunks(this.redis, refs, (p, r) => {
-      const k = this.keys.presence(r.tenant, r.channel);
-      p.zadd(k.expiries, 'XX', expiry, r.connectionId);
+    // Grouped by channel: one ZADD with many members and one PEXPIRE pair per channel.
+    const groups = groupBy(refs, (r) => `${r.tenant}\u0000${r.channel}`);
+    return inChunks(this.redis, [...groups.values()], (p, group) => {
+      const k = this.keys.presence(group[0]!.tenant, group[0]!.channel);
+      for (let i = 0; i < group.length; i += MEMBERS_PER_COMMAND) {
+        const args: Array<string | number> = [];
+        for (const r of group.slice(i, i + MEMBERS_PER_COMMAND)) args.push(expiry, r.connectionId);
+        p.zadd(k.expiries, 'XX', ...args);
+      }
       p.pexpire(k.expiries, ttlMs + KEY_TTL_SLACK_MS);
       p.pexpire(k.entries, ttlMs + KEY_TTL_SLACK_MS);
     }, 'renewing presence');
@@ -170,10 +190,13 @@ export class RedisPresence {
 
   connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {
     const now = Date.now();
-    return inChunks(this.redis, refs, (p, r) => {
-      const key = this.keys.userConnections(r.tenant, r.userId);
+    const groups = groupBy(refs, (r) => `${r.tenant}\u0000${r.userId}`);
+    return inChunks(this.redis, [...groups.values()], (p, group) => {
+      const key = this.keys.userConnections(group[0]!.tenant, group[0]!.userId);
       p.zremrangebyscore(key, '-inf', now);
-      p.zadd(key, now + ttlMs, r.connectionId);
+      const args: Array<string | number> = [];
+      for (const r of group) args.push(now + ttlMs, r.connectionId);
+      p.zadd(key, ...args);
       p.pexpire(key, ttlMs + KEY_TTL_SLACK_MS);
     }, 'renewing connections');
   }

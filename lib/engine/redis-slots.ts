@@ -10,6 +10,8 @@ import { runScript, toEngineError } from './script-loader.js';
 
 /** Refresh writes go out in pipelines of this many commands. */
 const PIPELINE_CHUNK = 1000;
+/** Members renewed by one ZADD. */
+const MEMBERS_PER_COMMAND = 500;
 
 export async function acquireSlots(
   redis: Redis,
@@ -34,21 +36,33 @@ export async function acquireSlots(
 }
 
 export async function refreshSlots(redis: Redis, keys: EngineKeys, held: readonly HeldSlots[], ttlMs: number): Promise<void> {
+  // One ZADD (many members) and one PEXPIRE per name: thousands of connections share a
+  // few names (one IP, one tenant), so this is a few commands, not three per connection.
+  const byName = new Map<string, string[]>();
+  for (const h of held) {
+    for (const name of h.names) {
+      let ids = byName.get(name);
+      if (!ids) byName.set(name, (ids = []));
+      ids.push(h.connectionId);
+    }
+  }
   const expiry = Date.now() + ttlMs;
-  let pipeline = redis.pipeline();
-  let queued = 0;
   try {
-    for (const h of held) {
-      for (const name of h.names) {
-        const key = keys.slots(name);
-        pipeline.zadd(key, 'XX', expiry, h.connectionId);
-        pipeline.pexpire(key, ttlMs * 2);
-        queued += 2;
-        if (queued >= PIPELINE_CHUNK) {
-          await pipeline.exec();
-          pipeline = redis.pipeline();
-          queued = 0;
-        }
+    let pipeline = redis.pipeline();
+    let queued = 0;
+    for (const [name, ids] of byName) {
+      const key = keys.slots(name);
+      for (let i = 0; i < ids.length; i += MEMBERS_PER_COMMAND) {
+        const args: Array<string | number> = [];
+        for (const id of ids.slice(i, i + MEMBERS_PER_COMMAND)) args.push(expiry, id);
+        pipeline.zadd(key, 'XX', ...args);
+        queued++;
+      }
+      pipeline.pexpire(key, ttlMs * 2);
+      if (++queued >= PIPELINE_CHUNK) {
+        await pipeline.exec();
+        pipeline = redis.pipeline();
+        queued = 0;
       }
     }
     if (queued) await pipeline.exec();
