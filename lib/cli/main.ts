@@ -2,7 +2,9 @@
  * `streamgate`: the one command line (PROTOCOL §9). The composition root for the
  * standalone processes of the Procfile.
  */
+import { createServer, type Server } from 'node:http';
 import { parseArgs } from 'node:util';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { signUserToken } from '../auth/tokens.js';
 import { isValidTenant } from '../protocol/channel.js';
@@ -138,7 +140,10 @@ async function keys(config: Config, args: string[]): Promise<number> {
 
 async function worker(config: Config): Promise<number> {
   if (!config.redisUrl) throw new ConfigError('worker: needs REDIS_URL (BullMQ and the consumer groups live in Redis)');
-  const running = await runWorker({ config });
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'streamgate_worker_' });
+  const running = await runWorker({ config, registry });
+  const metricsServer = await serveWorkerMetrics(registry, config);
   const c = config.notifications.credentials;
   err(`streamgate worker: running (web push ${c.vapid ? 'on' : 'off'}, FCM ${c.fcm ? 'on' : 'off'}, email ${c.smtpUrl ? 'on' : 'off'})`);
   return new Promise<number>((resolve) => {
@@ -152,6 +157,7 @@ async function worker(config: Config): Promise<number> {
         process.exit(1);
       }, 10_000);
       force.unref();
+      metricsServer?.close();
       running.close().then(
         () => {
           clearTimeout(force);
@@ -166,6 +172,33 @@ async function worker(config: Config): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/**
+ * The worker's metrics (queued, sent, failed per channel) on `WORKER_METRICS_PORT`, for
+ * Prometheus; behind `METRICS_TOKEN` like the gateway's. Off when the variable is unset.
+ */
+async function serveWorkerMetrics(registry: Registry, config: Config): Promise<Server | null> {
+  const raw = process.env.WORKER_METRICS_PORT;
+  if (!raw) return null;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`WORKER_METRICS_PORT: not a port number: ${raw}`);
+  const server = createServer((req, res) => {
+    if (req.url === '/healthz') return void res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
+    if (req.url !== '/metrics') return void res.writeHead(404).end();
+    if (config.metricsToken && req.headers.authorization !== `Bearer ${config.metricsToken}`) return void res.writeHead(401).end();
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text),
+      () => res.writeHead(500).end(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, config.host, () => resolve());
+  });
+  const address = server.address();
+  err(`streamgate worker: metrics on http://${config.host}:${typeof address === 'object' && address ? address.port : port}/metrics`);
+  return server;
 }
 
 function vapid(): number {

@@ -55,6 +55,8 @@ describe('notification commands', function () {
       REDIS_URL: testRedisUrl(),
       NOTIFY_CA_FILE: caFile,
       VAPID_SUBJECT: 'mailto:ops@example.com',
+      WORKER_METRICS_PORT: '0',
+      HOST: '127.0.0.1',
       ...Object.fromEntries(keys),
     };
     const push = await FakePushService.start(pki);
@@ -72,6 +74,9 @@ describe('notification commands', function () {
       await engine.publish({ tenant: 'acme', channel: 'user:ann', event: 'hello', dataJson: '{"title":"from the CLI"}', priority: 'normal', publisher: null });
       await eventually(() => push.received.length === 1, 'the push', 10_000);
       expect(JSON.parse(push.received[0]!.payload)).to.include({ title: 'from the CLI' });
+      const metricsUrl = /metrics on (http:\/\/\S+\/metrics)/.exec(stderr)?.[1];
+      expect(metricsUrl, stderr).to.be.a('string');
+      await eventually(async () => /streamgate_notifications_sent_total\{channel="webpush"\} 1/.test(await (await fetch(metricsUrl!)).text()), 'the sent counter', 5000);
 
       const failed = run(['notifications', 'failed'], env);
       expect(failed.code, failed.stderr).to.equal(0);
