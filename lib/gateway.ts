@@ -31,6 +31,8 @@ import { Announcements } from './transports/announcements.js';
 
 /** How long shutdown waits for clients to finish the close handshake. */
 const SHUTDOWN_GRACE_MS = 2000;
+/** How long shutdown waits for publishes and replays in flight. */
+const INFLIGHT_WAIT_MS = 5000;
 
 export interface GatewayOptions extends LoadOptions {
   /** Run pending migrations at start. @default true unless NODE_ENV=production */
@@ -149,7 +151,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
   };
   const websocket = new WebSocketGateway(streamDeps);
   const polls = new PollGateway(streamDeps);
-  const announcements = new Announcements(hub, ctx.verifier, metrics, () => closing !== null);
+  const announcements = new Announcements(hub, ctx.verifier, metrics, () => closing !== null, connections);
   const router = createRouter({
     config,
     engine,
@@ -178,7 +180,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     streams: {
       sse: (req, res) => void serveSse(streamDeps, req, res),
       poll: (req, res) => void polls.serve(req, res),
-      announcements: (req, res) => announcements.serve(req, res),
+      announcements: (req, res) => void announcements.serve(req, res),
     },
   });
 
@@ -228,11 +230,15 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
               }),
           ),
         );
+        // Stop reading frames, let the publishes in flight be acknowledged, then close
+        // every session with 1001 after writing their replies.
+        connections.stopReading();
+        polls.releaseAll();
+        // Bounded: a replay waiting on a stalled client must not hold the shutdown.
+        await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, INFLIGHT_WAIT_MS).unref())]);
         connections.closeAll(CloseCode.GoingAway, 'server going away');
         websocket.close();
-        polls.releaseAll();
         announcements.close();
-        await Promise.allSettled([...inflight]);
         for (const s of servers) s.closeIdleConnections();
         // Clients get a moment to answer the close handshake; then the sockets go.
         const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref());

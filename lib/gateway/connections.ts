@@ -97,8 +97,13 @@ export class ConnectionRegistry {
     }
   }
 
-  /** Close every session (shutdown: 1001). */
+  /** Close every session (shutdown: 1001), after writing what waits for them. */
   closeAll(code: number, reason: string): void {
-    for (const s of [...this.sessions.keys()]) s.close(code, reason);
+    for (const s of [...this.sessions.keys()]) s.closeGracefully(code, reason);
+  }
+
+  /** Shutdown has begun: stop reading frames from every session. */
+  stopReading(): void {
+    for (const s of this.sessions.keys()) s.stopReading();
   }
 }

@@ -13,8 +13,18 @@ const HASH_BYTES = 6;
 /** Channels one SSE stream or poll may carry (so a cursor stays under 4 KiB). */
 export const MAX_CURSOR_CHANNELS = 100;
 
-function channelHash(channel: string): Buffer {
-  return createHash('sha256').update(channel).digest().subarray(0, HASH_BYTES);
+/** Hashes of recently seen channels: an SSE stream rehashes its channel on every event otherwise. */
+const hashes = new Map<string, string>();
+const MAX_CACHED_HASHES = 10_000;
+
+function channelHashHex(channel: string): string {
+  let hex = hashes.get(channel);
+  if (hex === undefined) {
+    hex = createHash('sha256').update(channel).digest().subarray(0, HASH_BYTES).toString('hex');
+    if (hashes.size >= MAX_CACHED_HASHES) hashes.clear();
+    hashes.set(channel, hex);
+  }
+  return hex;
 }
 
 function pushVarint(out: number[], n: number): void {
@@ -67,17 +77,17 @@ export class Cursor {
 
   /** The last event id delivered on `channel`, or undefined when the cursor has none. */
   get(channel: string): string | undefined {
-    return this.byHash.get(channelHash(channel).toString('hex'));
+    return this.byHash.get(channelHashHex(channel));
   }
 
   set(channel: string, id: string): void {
     if (!isEventId(id)) return;
-    this.byHash.set(channelHash(channel).toString('hex'), id);
+    this.byHash.set(channelHashHex(channel), id);
   }
 
   /** Keep only the positions of `channels` (a stream's current set). */
   retain(channels: readonly string[]): void {
-    const keep = new Set(channels.map((c) => channelHash(c).toString('hex')));
+    const keep = new Set(channels.map(channelHashHex));
     for (const h of this.byHash.keys()) if (!keep.has(h)) this.byHash.delete(h);
   }
 

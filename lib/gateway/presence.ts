@@ -12,6 +12,8 @@ import { Throttle } from './throttle.js';
 
 /** Sweeps for expired entries run this often (a leave is announced at most this late). */
 const SWEEP_MS = 1_000;
+/** Channels swept at once (pipelined on the Redis connection). */
+const SWEEP_CONCURRENCY = 64;
 
 export type Status = 'online' | 'away' | 'busy';
 
@@ -65,6 +67,7 @@ export class Presence {
   private timer: NodeJS.Timeout | null = null;
   private lastRenew = Date.now();
   private busy = false;
+  private renewing = false;
 
   constructor(private readonly deps: PresenceDeps) {}
 
@@ -78,7 +81,7 @@ export class Presence {
 
   private start(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => void this.tick(), SWEEP_MS);
+    this.timer = setInterval(() => this.tick(), SWEEP_MS);
     this.timer.unref();
   }
 
@@ -120,13 +123,16 @@ export class Presence {
     const { tenant, userId, name } = holder.principal;
     let channels = this.held.get(holder);
     if (!channels) this.held.set(holder, (channels = new Set()));
+    // A connection subscribing again is already present: renew, announce nothing.
+    const again = channels.has(channel);
     channels.add(channel);
     this.swept.set(key(tenant, channel), { tenant, channel, quietSince: null });
     this.start();
     const entry: PresenceEntry = { connectionId: holder.id, userId, device: holder.info.device };
     if (name !== undefined) entry.name = name;
     const { first, count } = await this.deps.engine.presenceJoin(tenant, channel, entry, ttlMs);
-    if (!first) return;
+    if (!first || again) return;
+    this.deps.history?.presenceChanged({ tenant, userId, status: 'online', device: holder.info.device, customStatus: null });
     if (this.anonymous(channel)) return this.signalCount(tenant, channel, count);
     const [state] = await this.deps.engine.usersGet(tenant, [userId]);
     const user = userObject(userId, name ?? null, state, true, holder.info.device);
@@ -143,39 +149,53 @@ export class Presence {
     await this.sweep(tenant, channel);
   }
 
-  private async tick(): Promise<void> {
-    if (this.busy) return;
-    this.busy = true;
+  /** Renewals and sweeps run side by side: a slow sweep never delays a renewal. */
+  private tick(): void {
+    const now = Date.now();
+    if (!this.renewing && now - this.lastRenew >= this.renewMs) {
+      this.lastRenew = now;
+      this.renewing = true;
+      void this.renew().finally(() => (this.renewing = false));
+    }
+    if (!this.busy) {
+      this.busy = true;
+      void this.sweepAll(now).finally(() => (this.busy = false));
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const refs: PresenceRef[] = [];
+    const conns: Array<Omit<PresenceRef, 'channel'>> = [];
+    for (const [h, channels] of this.held) {
+      const { tenant, userId } = h.principal;
+      conns.push({ tenant, userId, connectionId: h.id });
+      for (const channel of channels) refs.push({ tenant, channel, connectionId: h.id, userId });
+    }
     try {
-      const now = Date.now();
-      if (now - this.lastRenew >= this.renewMs) {
-        this.lastRenew = now;
-        const refs: PresenceRef[] = [];
-        const conns: Array<Omit<PresenceRef, 'channel'>> = [];
-        for (const [h, channels] of this.held) {
-          const { tenant, userId } = h.principal;
-          conns.push({ tenant, userId, connectionId: h.id });
-          for (const channel of channels) refs.push({ tenant, channel, connectionId: h.id, userId });
-        }
-        await Promise.all([
-          refs.length ? this.deps.engine.presenceTouch(refs, this.ttlMs) : undefined,
-          conns.length ? this.deps.engine.connectionsTouch(conns, this.ttlMs) : undefined,
-        ]);
-      }
-      for (const [k, s] of this.swept) {
-        const count = await this.sweep(s.tenant, s.channel);
-        // Forget channels that have been empty for a while; a join brings them back.
-        if (count === 0) {
-          s.quietSince ??= now;
-          if (now - s.quietSince > this.ttlMs * 2) this.swept.delete(k);
-        } else {
-          s.quietSince = null;
-        }
-      }
+      await Promise.all([
+        refs.length ? this.deps.engine.presenceTouch(refs, this.ttlMs) : undefined,
+        conns.length ? this.deps.engine.connectionsTouch(conns, this.ttlMs) : undefined,
+      ]);
     } catch {
-      // Redis trouble: the next tick tries again; entries outlive a few missed renewals.
-    } finally {
-      this.busy = false;
+      // Redis trouble: the next renewal tries again; entries outlive two missed ones.
+    }
+  }
+
+  private async sweepAll(now: number): Promise<void> {
+    const all = [...this.swept];
+    for (let i = 0; i < all.length; i += SWEEP_CONCURRENCY) {
+      await Promise.all(
+        all.slice(i, i + SWEEP_CONCURRENCY).map(async ([k, s]) => {
+          const count = await this.sweep(s.tenant, s.channel).catch(() => -1);
+          // Forget channels that have been empty for a while; a join brings them back.
+          if (count === 0) {
+            s.quietSince ??= now;
+            if (now - s.quietSince > this.ttlMs * 2) this.swept.delete(k);
+          } else if (count > 0) {
+            s.quietSince = null;
+          }
+        }),
+      );
     }
   }
 
@@ -188,10 +208,18 @@ export class Presence {
       return count;
     }
     const states = await this.deps.engine.usersGet(tenant, left.map((e) => e.userId));
+    const now = new Date().toISOString();
     await Promise.all(
-      left.map((e, i) => {
+      left.map(async (e, i) => {
         const user = userObject(e.userId, e.name ?? null, states[i], false, e.device);
-        user.last_seen ??= new Date().toISOString();
+        // A user whose node died never said goodbye: the leave is their last sighting.
+        if (!states[i]?.online) {
+          user.last_seen = states[i]?.lastSeen ?? now;
+          if (!states[i]?.lastSeen) await this.deps.engine.userSet(tenant, e.userId, { lastSeen: now });
+          this.deps.history?.presenceChanged({ tenant, userId: e.userId, status: 'offline', device: e.device, customStatus: null });
+        } else {
+          user.last_seen ??= now;
+        }
         return this.signal(tenant, channel, { type: 'presence', channel, action: 'leave', user });
       }),
     );

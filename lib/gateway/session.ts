@@ -4,7 +4,7 @@
  * bounded outbound queue. Frames from the client are handled one at a time, in order.
  */
 import type { UserPrincipal } from '../auth/principal.js';
-import { assertMaySubscribe } from '../auth/rules.js';
+import { assertMaySubscribe, maySubscribe } from '../auth/rules.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config/config.js';
 import type { Engine, LogEvent, Signal } from '../engine/engine.js';
@@ -72,6 +72,7 @@ const WIRE_HIGH_WATER = 256 * 1024;
 class Subscription implements Subscriber {
   /** Live frames that arrived while the replay was being read. */
   buffer: Array<{ frame: string; event: LogEvent }> | null = [];
+  private bufferedBytes = 0;
   /** Live events with ids up to this one were replayed (or predate the subscription). */
   skipUntil: string | null = null;
 
@@ -82,12 +83,22 @@ class Subscription implements Subscriber {
 
   deliver(frame: string, event: LogEvent): void {
     if (this.buffer) {
+      // Held back while a long replay waits for a slow wire: bounded like the queue.
+      this.bufferedBytes += frame.length;
+      if (this.bufferedBytes > this.session.maxQueuedBytes) {
+        this.session.close(CloseCode.SlowConsumer, 'slow consumer: too much undelivered output');
+        return;
+      }
       this.buffer.push({ frame, event });
       return;
     }
     if (this.skipUntil !== null && compareIds(event.id, this.skipUntil) <= 0) return;
     this.session.enqueueEvent(frame, event);
-    // A member removed from a room loses the stream at once (on every node).
+    this.checkRemoval(event);
+  }
+
+  /** A member removed from a room loses the stream at once (on every node). */
+  checkRemoval(event: LogEvent): void {
     if ((event.event === 'member.removed' || event.event === 'room.deleted') && this.channel.startsWith('room:')) {
       this.session.removedFromRoom(this.channel, event.event, event.dataJson);
     }
@@ -129,6 +140,7 @@ export class Session {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
   private drainWatched = false;
+  private reading = true;
   private readonly writableWaiters: Array<() => void> = [];
   private warnedExpiry = false;
   /** Heartbeat state, driven by the gateway's one sweeper. */
@@ -179,7 +191,7 @@ export class Session {
 
   /** A text frame from the client. */
   receive(text: string): void {
-    if (this.closed) return;
+    if (this.closed || !this.reading) return;
     const now = Date.now();
     // A heartbeat answer is never refused: a client over its frame budget must still be
     // able to prove it is alive (else a 4008 would hide the 4029).
@@ -187,15 +199,7 @@ export class Session {
       this.pongDeadline = 0;
       return;
     }
-    if (!this.bucket.take(now)) {
-      if (this.bucket.overFor(now) >= 5000) {
-        this.close(CloseCode.RateLimited, 'rate limit exceeded for too long');
-        return;
-      }
-      const id = this.peekId(text);
-      this.sendError(id, new StreamgateError('rate_limited', `more than ${this.ctx.config.limits.messages_per_second} frames per second`, { retryAfter: this.bucket.retryAfter() }));
-      return;
-    }
+    if (!this.charge(now, () => this.peekId(text))) return;
     let frame: unknown;
     try {
       frame = JSON.parse(text);
@@ -213,6 +217,23 @@ export class Session {
       return;
     }
     this.chain = this.chain.then(() => this.handle(f)).catch((err: unknown) => this.sendError(f.id as string | undefined, err));
+  }
+
+  /** A binary frame: refused, but charged to the frame budget like any other. */
+  receiveBinary(): void {
+    if (this.closed || !this.charge(Date.now(), () => undefined)) return;
+    this.sendError(undefined, badRequest('binary frames are not supported; send JSON text'));
+  }
+
+  /** Take a token for one frame; false (after an error or a 4029 close) when over the budget. */
+  private charge(now: number, idOf: () => string | undefined): boolean {
+    if (this.bucket.take(now)) return true;
+    if (this.bucket.overFor(now) >= 5000) {
+      this.close(CloseCode.RateLimited, 'rate limit exceeded for too long');
+      return false;
+    }
+    this.sendError(idOf(), new StreamgateError('rate_limited', `more than ${this.ctx.config.limits.messages_per_second} frames per second`, { retryAfter: this.bucket.retryAfter() }));
+    return false;
   }
 
   private isPong(text: string): boolean {
@@ -282,7 +303,7 @@ export class Session {
   }
 
   /** A `member.removed` event for this user ended their room subscription. */
-  removedFromRoom(channel: string, event: string, dataJson: string): void {
+  removedFromRoom(channel: string, event: string, dataJson: string, why?: string): void {
     if (event === 'member.removed') {
       let userId: unknown;
       try {
@@ -294,7 +315,7 @@ export class Session {
     }
     if (!this.dropSubscription(channel)) return;
     void this.ctx.presence.leave(this, channel).catch(() => undefined);
-    const reason = event === 'room.deleted' ? 'the room was deleted' : 'removed from the room';
+    const reason = why ?? (event === 'room.deleted' ? 'the room was deleted' : 'removed from the room');
     this.send(JSON.stringify({ type: 'unsubscribed', channel, reason }), 'unsubscribed');
   }
 
@@ -357,22 +378,37 @@ export class Session {
     if (this.subscriptions.get(channel) !== sub) return result;
     announce(result);
     let last = since === undefined ? position : since;
-    for (;;) {
-      for (const e of replay) this.enqueueEvent(encodeEventFrame(e), e);
-      if (replay.length) last = replay[replay.length - 1]!.id;
-      if (!more || !last) break;
-      // A long replay waits for the wire between pages instead of filling the queue.
-      await this.writable();
-      if (this.closed || this.subscriptions.get(channel) !== sub) return result;
-      const page = await engine.history(this.tenant, channel, { since: last, limit: REPLAY_PAGE });
-      if (this.subscriptions.get(channel) !== sub) return result;
-      replay = page.events;
-      more = page.events.length === REPLAY_PAGE;
+    try {
+      for (;;) {
+        for (const e of replay) {
+          this.enqueueEvent(encodeEventFrame(e), e);
+          sub.checkRemoval(e);
+        }
+        if (replay.length) last = replay[replay.length - 1]!.id;
+        if (!more || !last) break;
+        // A long replay waits for the wire between pages instead of filling the queue.
+        await this.writable();
+        if (this.closed || this.subscriptions.get(channel) !== sub) return result;
+        const page = await engine.history(this.tenant, channel, { since: last, limit: REPLAY_PAGE });
+        if (this.subscriptions.get(channel) !== sub) return result;
+        replay = page.events;
+        more = page.events.length === REPLAY_PAGE;
+      }
+    } catch (err) {
+      // The subscription was already answered: a second answer would be wrong, and a
+      // silent gap worse. End the connection; the client resumes from its last ids.
+      this.close(1011, 'replay failed');
+      return result;
     }
+    if (this.subscriptions.get(channel) !== sub) return result;
     const buffered = sub.buffer ?? [];
     sub.buffer = null;
     sub.skipUntil = last;
     for (const { frame, event } of buffered) sub.deliver(frame, event);
+    // Membership may have changed while the replay was read (room channels).
+    if (this.ctx.access && this.subscriptions.get(channel) === sub) {
+      await this.ctx.access.maySubscribe(this.principal, channel).catch(() => this.removedFromRoom(channel, 'room.deleted', '{}', 'no longer a member'));
+    }
     return result;
   }
 
@@ -417,6 +453,12 @@ export class Session {
     this.principal = next;
     this.warnedExpiry = false;
     this.reply(id, `"expires_at":${JSON.stringify(new Date(next.expiresAt).toISOString())}`);
+    // The new claims may allow less: subscriptions they no longer cover end now.
+    for (const channel of this.channels()) {
+      if (maySubscribe(next, channel) || !this.dropSubscription(channel)) continue;
+      void this.ctx.presence.leave(this, channel).catch(() => undefined);
+      this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'the new token does not allow this channel' }), 'unsubscribed');
+    }
   }
 
   /** Called by the gateway's sweeper about once a second: heartbeat and token expiry. */
@@ -520,6 +562,11 @@ export class Session {
     });
   }
 
+  /** The bound on undelivered output (`limits.max_queued_bytes`). */
+  get maxQueuedBytes(): number {
+    return this.ctx.config.limits.max_queued_bytes;
+  }
+
   /** Subscribed channels. */
   channels(): string[] {
     return [...this.subscriptions.keys()];
@@ -528,6 +575,18 @@ export class Session {
   /** End the session: unsubscribe everything and close the wire with `code`. */
   close(code: number, reason: string): void {
     if (!this.closed) this.finish(code, () => this.transport.close(code, reason));
+  }
+
+  /** Shutdown: write what waits (replies to finished publishes), then close with `code`. */
+  closeGracefully(code: number, reason: string): void {
+    if (this.closed) return;
+    for (let item = this.queue.shift(); item; item = this.queue.shift()) this.transport.write(item.frame, item.kind, item.mark);
+    this.close(code, reason);
+  }
+
+  /** Shutdown has begun: frames from the client are no longer read. */
+  stopReading(): void {
+    this.reading = false;
   }
 
   /** The wire went away by itself (client closed, network lost). */

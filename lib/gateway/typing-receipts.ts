@@ -62,14 +62,20 @@ export class TypingReceipts {
   }
 
   private send(principal: UserPrincipal, channel: string, state: 'start' | 'stop'): Promise<void> {
-    const user: { id: string; name?: string } = { id: principal.userId };
-    if (principal.name !== undefined) user.name = principal.name;
+    // Anonymous namespaces say that someone types, never who.
+    const frame: Record<string, unknown> = { type: 'typing', channel };
+    if (!namespaceSettings(this.deps.config, channel).anonymous) {
+      const user: { id: string; name?: string } = { id: principal.userId };
+      if (principal.name !== undefined) user.name = principal.name;
+      frame.user = user;
+    }
+    frame.state = state;
     return this.deps.engine
       .publishSignal({
         tenant: principal.tenant,
         channel,
         kind: 'typing',
-        frame: JSON.stringify({ type: 'typing', channel, user, state }),
+        frame: JSON.stringify(frame),
         exceptUser: principal.userId,
       })
       .catch(() => undefined);
@@ -82,7 +88,8 @@ export class TypingReceipts {
     const moved = await this.deps.engine.receiptSet(principal.tenant, principal.userId, channel, kind, until);
     if (!moved) return;
     this.deps.mirror?.receipt({ tenant: principal.tenant, userId: principal.userId, channel, kind, until });
-    if (!namespaceSettings(this.deps.config, channel).receipts) return;
+    const ns = namespaceSettings(this.deps.config, channel);
+    if (!ns.receipts || ns.anonymous) return;
     await this.deps.engine.publishSignal({
       tenant: principal.tenant,
       channel,
@@ -102,7 +109,10 @@ export class TypingReceipts {
     if (cursors.length === 0 && this.deps.stored) cursors = await this.deps.stored.list(principal.tenant, principal.userId);
     const read = new Map(cursors.map((c) => [c.channel, c.read]));
     for (const c of extraChannels) if (!read.has(c)) read.set(c, null);
-    const channels = [...read.keys()].filter((c) => namespaceSettings(this.deps.config, c).receipts).sort();
+    const candidates = [...read.keys()].filter((c) => namespaceSettings(this.deps.config, c).receipts).sort();
+    // Only channels the user may still read (a removed room member sees no counts).
+    const allowed = await Promise.all(candidates.map((c) => this.mayRead(principal, c).then(() => true, () => false)));
+    const channels = candidates.filter((_, i) => allowed[i]);
     return Promise.all(
       channels.map(async (channel) => {
         const since = read.get(channel) ?? '0-0';

@@ -7,7 +7,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import SseChannel from 'sse-channel';
 import type { TokenVerifier } from '../auth/tokens.js';
-import { StreamgateError, forbidden, unauthorized } from '../errors.js';
+import { randomUUID } from 'node:crypto';
+import { StreamgateError, forbidden, rateLimited, unauthorized } from '../errors.js';
+import type { ConnectionRegistry } from '../gateway/connections.js';
 import type { LogEvent } from '../engine/engine.js';
 import type { Hub, Subscriber } from '../gateway/hub.js';
 import type { Metrics } from '../gateway/metrics.js';
@@ -30,17 +32,31 @@ export class Announcements {
     private readonly verifier: TokenVerifier,
     private readonly metrics: Metrics,
     private readonly isClosing: () => boolean,
+    private readonly registry: ConnectionRegistry,
   ) {}
 
-  serve(req: IncomingMessage, res: ServerResponse): void {
+  async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let tenant: string;
+    let slots: string[] = [];
+    const slotId = randomUUID();
+    let gone = false;
+    res.once('close', () => {
+      gone = true;
+      this.registry.release(slots, slotId);
+    });
     try {
       if (this.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
       const url = new URL(req.url ?? '/', 'http://localhost');
       const token = tokenOf(req, url);
       if (!token) throw unauthorized('missing token: ?token=<jwt> or Authorization: Bearer <jwt>');
       if (token.startsWith('sgk_')) throw forbidden('server keys cannot open client streams; use a user token');
-      tenant = this.verifier.verify(token).tenant;
+      const principal = this.verifier.verify(token);
+      tenant = principal.tenant;
+      // An announcements stream counts against the connection limits too.
+      const admission = await this.registry.admit(tenant, principal.userId, req.socket.remoteAddress ?? 'unknown', slotId);
+      if (admission.refusal) throw rateLimited(admission.refusal, 5);
+      slots = admission.slots;
+      if (gone) return this.registry.release(slots, slotId);
       // sse-channel pads the stream for old browsers only when asked in the query.
       url.searchParams.set('evs_preamble', '1');
       req.url = url.pathname + url.search;

@@ -5,7 +5,8 @@
  * land on different nodes and lose nothing.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { badRequest, StreamgateError } from '../errors.js';
+import { randomUUID } from 'node:crypto';
+import { badRequest, rateLimited, StreamgateError } from '../errors.js';
 import { Cursor } from '../gateway/cursor.js';
 import { ZERO_ID } from '../protocol/event-id.js';
 import { Session } from '../gateway/session.js';
@@ -67,6 +68,8 @@ export class PollGateway {
   async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let parsed: StreamRequest;
     let timeoutMs: number;
+    let gone = false;
+    res.once('close', () => (gone = true));
     try {
       if (this.deps.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
       const url = new URL(req.url ?? '/', 'http://localhost');
@@ -101,12 +104,23 @@ export class PollGateway {
 
     const cursor = parsed.cursor;
     cursor.retain(channels);
+    // A held poll counts against the connection limits like any other connection.
+    const slotId = randomUUID();
+    let slots: string[] = [];
     try {
+      const admission = await this.deps.registry.admit(principal.tenant, principal.userId, parsed.ip, slotId);
+      if (admission.refusal) throw rateLimited(admission.refusal, 5);
+      slots = admission.slots;
       const unknown = channels.filter((c) => cursor.get(c) === undefined);
       const positions = await Promise.all(unknown.map((c) => engine.position(principal.tenant, c)));
       unknown.forEach((c, i) => cursor.set(c, positions[i] ?? ZERO_ID));
     } catch (err) {
+      this.deps.registry.release(slots, slotId);
       refuseRequest(res, err);
+      return;
+    }
+    if (gone) {
+      this.deps.registry.release(slots, slotId);
       return;
     }
     const transport = new PollTransport(cursor);
@@ -135,6 +149,7 @@ export class PollGateway {
       clearTimeout(gather);
       this.waiting.delete(answer);
       session.ended(1000);
+      this.deps.registry.release(slots, slotId);
       metrics.connections.dec({ transport: 'poll', tenant: principal.tenant });
       if (respond) this.answer(res, transport.frames, cursor);
     };

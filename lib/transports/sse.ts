@@ -71,8 +71,17 @@ export interface StreamDeps {
 /** Serve one SSE stream. */
 export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   let parsed: StreamRequest;
-  let slots: string[];
+  let slots: string[] = [];
   const connectionId = randomUUID();
+  // Listen for the client leaving before the first await: one that leaves during
+  // admission must not leave a session (and its slots) behind.
+  let gone = false;
+  let session: Session | null = null;
+  res.on('close', () => {
+    gone = true;
+    if (session) session.ended(1000);
+    else deps.registry.release(slots, connectionId);
+  });
   try {
     if (deps.isClosing()) throw new StreamgateError('unavailable', 'server is shutting down');
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -83,6 +92,10 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
     const admission = await deps.registry.admit(parsed.principal.tenant, parsed.principal.userId, parsed.ip, connectionId);
     if (admission.refusal) throw rateLimited(admission.refusal, 5);
     slots = admission.slots;
+    if (gone) {
+      deps.registry.release(slots, connectionId);
+      return;
+    }
   } catch (err) {
     refuseRequest(res, err);
     return;
@@ -101,6 +114,10 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
     refuseRequest(res, err);
     return;
   }
+  if (gone) {
+    deps.registry.release(slots, connectionId);
+    return;
+  }
 
   res.writeHead(200, {
     'Content-Type': 'text/event-stream; charset=utf-8',
@@ -114,31 +131,31 @@ export async function serveSse(deps: StreamDeps, req: IncomingMessage, res: Serv
 
   const transport = new SseTransport(res, cursor);
   const device = parsed.url.searchParams.get('device');
-  const session = new Session(deps.ctx, transport, principal, {
+  session = new Session(deps.ctx, transport, principal, {
     connectionId,
     device: device && (DEVICES as readonly string[]).includes(device) ? device : null,
     ip: parsed.ip,
     userAgent: parsed.userAgent,
   });
   transport.session = session;
-  res.on('close', () => session.ended(1000));
   deps.registry.add(session, slots);
   deps.onOpen(session);
   session.welcome();
 
+  const s = session;
   for (const channel of channels) {
-    if (session.isClosed) return;
+    if (s.isClosed) return;
     try {
       await deps.ctx.track(
-        session.subscribeChannel(channel, cursor.get(channel), (r) => {
-          if (!r.recovered) session.send(JSON.stringify({ type: 'reset', channel }), 'reset');
+        s.subscribeChannel(channel, cursor.get(channel), (r) => {
+          if (!r.recovered) s.send(JSON.stringify({ type: 'reset', channel }), 'reset');
         }),
       );
     } catch (err) {
       // The stream would silently miss this channel: say why and end it; the browser
       // reconnects with its cursor.
-      session.sendError(undefined, err);
-      session.close(1011, 'subscribe failed');
+      s.sendError(undefined, err);
+      s.close(1011, 'subscribe failed');
       return;
     }
   }

@@ -84,11 +84,15 @@ function tokenOf(req: IncomingMessage, url: URL): string | null {
   return m ? m[1]!.trim() : null;
 }
 
+function ignoreSocketError(): void {
+  // the 'close' that follows ends the session
+}
+
 function onMessage(this: WebSocket & { session?: Session }, data: RawData, isBinary: boolean): void {
   const session = this.session;
   if (!session) return;
   if (isBinary) {
-    session.sendError(undefined, badRequest('binary frames are not supported; send JSON text'));
+    session.receiveBinary();
     return;
   }
   session.receive(data.toString());
@@ -108,6 +112,9 @@ export class WebSocketGateway {
 
   /** Handle an upgrade whose path is the WebSocket route. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Node drops its own error handler once it emits 'upgrade', and ws adds one only in
+    // handleUpgrade: a client that resets meanwhile must not crash the process.
+    socket.on('error', ignoreSocketError);
     let principal: UserPrincipal;
     let device: string | null = null;
     const ip = clientIp(req);
@@ -145,7 +152,13 @@ export class WebSocketGateway {
       socket.destroy();
       return;
     }
+    // A socket that dies during the handshake never reaches the callback: give its slots back.
+    let upgraded = false;
+    socket.once('close', () => {
+      if (!upgraded) this.deps.registry.release(a.slots, a.connectionId);
+    });
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      upgraded = true;
       // Over a connection limit: upgraded, then closed 4009 before any welcome, because a
       // browser can read a close code but never the status of a refused upgrade.
       if (a.refusal) {
