@@ -9,6 +9,7 @@ import { ZERO_ID } from '../protocol/event-id.js';
 import { isValidEventName, type EventFrame, type JsonValue } from '../protocol/frames.js';
 import { Backoff } from './backoff.js';
 import { decideOnClose } from './close-policy.js';
+import { Collaboration } from './collaboration.js';
 import { Emitter } from './emitter.js';
 import { StreamgateClientError, isConnectionLoss } from './errors.js';
 import { historyOverHttp } from './http.js';
@@ -24,13 +25,21 @@ import type {
   ConnectionState,
   HistoryOptions,
   HistoryResult,
+  MembersResult,
+  PresenceEvent,
+  PresenceUpdate,
   PublishOptions,
   PublishResult,
+  ReceiptEvent,
   ResetInfo,
   SignalFrame,
   StateChange,
   SubscribeOptions,
   TransportName,
+  TypingEvent,
+  UnreadCount,
+  UnsubscribedInfo,
+  UserPresence,
 } from './types.js';
 import { WebSocketTransport } from './websocket-transport.js';
 import { pollWire, sseWire } from './wire.js';
@@ -40,8 +49,16 @@ export interface ClientEvents {
   error: Error;
   /** Events of a channel were lost to retention: reload its state. */
   reset: ResetInfo;
-  /** Presence, typing and receipt signals of subscribed channels. */
+  /** Presence, typing and receipt signals of subscribed channels, as the server sent them. */
   signal: SignalFrame;
+  /** Presence of subscribed channels: join, leave, update, count. */
+  presence: PresenceEvent;
+  /** Others starting and stopping typing on subscribed channels (a `stop` with `expired` when none came in time). */
+  typing: TypingEvent;
+  /** Delivered and read receipts of others on subscribed channels. */
+  receipt: ReceiptEvent;
+  /** The server ended a subscription (removed from the room, room deleted): it is over, not retried. */
+  unsubscribed: UnsubscribedInfo;
 }
 
 /** A `token_expiring` this soon after a renewal is the server warning about a short-lived token: the timer handles it. */
@@ -67,6 +84,7 @@ export class Client {
   private readonly preferred: readonly TransportName[];
   private readonly cursor: StreamCursor = { value: null, covered: new Set() };
   private readonly host: TransportHost;
+  private readonly collab: Collaboration;
   private current: ClientTransport | null = null;
   private usable = false;
   private openedAt = 0;
@@ -91,6 +109,11 @@ export class Client {
     this.memory = new TransportMemory(storage, `streamgate.transports ${this.ctx.baseUrl}`, this.ctx.timeouts.retryBetterMs);
     this.outbox = new Outbox(resolved.maxQueuedPublishes);
     this.host = this.makeHost();
+    this.collab = new Collaboration(this.ctx, resolved, {
+      transport: () => (this.usable ? this.current : null),
+      feed: (channel) => this.feeds.get(channel),
+      userId: () => this.tokens.subject(),
+    }, this.emitter);
     // Listeners added right after connect() see the first state.
     setTimeout(() => this.beginCycle(), 0);
   }
@@ -123,14 +146,18 @@ export class Client {
     let feed = this.feeds.get(channel);
     const isNew = !feed;
     if (!feed) {
-      feed = new ChannelFeed(channel, options.since ?? null);
-      this.feeds.set(channel, feed);
+      const created: ChannelFeed = new ChannelFeed(channel, options.since ?? null, (e) => this.collab.typingEvent(created, e));
+      this.feeds.set(channel, (feed = created));
     }
-    const sub = new ChannelSubscription(channel, handler, options, (s) => this.leave(s));
+    const sub = new ChannelSubscription(feed, handler, options, (s) => this.leave(s));
     feed.subscriptions.add(sub);
     if (this.stopped) sub.refused(new StreamgateClientError('closed', 'the client is closed'));
     else if (isNew && this.current) this.subscribeOn(this.current, feed);
-    else if (feed.known) sub.accepted();
+    else if (feed.known) {
+      sub.accepted();
+      // A handler that wants the member list where the others did not.
+      if (this.usable && this.current) this.collab.refreshMembers(feed, this.current);
+    }
     return sub;
   }
 
@@ -171,9 +198,63 @@ export class Client {
     return historyOverHttp(this.ctx, channel, options);
   }
 
+  /**
+   * Set the user's own status (`online`, `away`, `busy`), custom status text (null
+   * clears it) or device; the channels where the user is present get an `update`.
+   * Kept and sent again on the next connection when this one is lost. With idle
+   * detection, `online` becomes `away` while the user is idle.
+   */
+  setPresence(update: PresenceUpdate): Promise<void> {
+    const refused = this.refusal();
+    return refused ? Promise.reject(refused) : this.collab.setPresence(update);
+  }
+
+  /** A channel's present users (subscribed or not; anonymous namespaces: only `count`). */
+  members(channel: string): Promise<MembersResult> {
+    const refused = this.refusal(channel, true);
+    return refused ? Promise.reject(refused) : this.collab.members(channel);
+  }
+
+  /** Many users' presence at once (up to 100): `offline` with `lastSeen` when no connection of theirs is live. */
+  presence(userIds: readonly string[]): Promise<UserPresence[]> {
+    return this.collab.users(userIds);
+  }
+
+  /**
+   * Say the user is typing on a channel (true) or stopped (false). Call it on every
+   * keystroke: a `start` goes at most once every 2 s (others see it for 3 s), a `stop`
+   * at once. Without a connection nothing is sent.
+   */
+  typing(channel: string, typing: boolean): Promise<void> {
+    const refused = this.refusal(channel);
+    return refused ? Promise.reject(refused) : this.collab.typing(channel, typing !== false);
+  }
+
+  /**
+   * Mark the channel read up to `untilId` (default: the last event delivered on it, or
+   * the channel's latest event when the subscription began): read receipts and unread
+   * counts. Reading implies delivery.
+   */
+  markRead(channel: string, untilId?: string): Promise<void> {
+    const refused = this.refusal(channel);
+    return refused ? Promise.reject(refused) : this.collab.markRead(channel, untilId, this.feeds.get(channel));
+  }
+
+  /** Unread counts: for each channel with receipts the user read in or belongs to, the events of others after their read cursor. */
+  unread(): Promise<UnreadCount[]> {
+    return this.collab.unread();
+  }
+
   /** Close for good: no more reconnection; waiting publishes are refused with `closed`. */
   close(): void {
     this.stop('closed by the application', null);
+  }
+
+  /** Why a request is refused before it is sent (the client is closed, a bad channel name), or null. */
+  private refusal(channel?: string, readOnly = false): StreamgateClientError | null {
+    if (this.stopped && !readOnly) return new StreamgateClientError('closed', 'the client is closed');
+    if (channel !== undefined && !isValidChannel(channel)) return new StreamgateClientError('bad_request', `not a channel name: ${JSON.stringify(channel)}`);
+    return null;
   }
 
   private pump(): void {
@@ -185,7 +266,48 @@ export class Client {
     const feed = this.feeds.get(sub.channel);
     if (!feed || !feed.subscriptions.delete(sub) || feed.subscriptions.size > 0) return;
     this.feeds.delete(sub.channel);
+    this.collab.forget(feed);
     this.current?.unsubscribe(sub.channel);
+  }
+
+  /**
+   * The server ended the channel's subscription (`unsubscribed`, a removal it confirmed,
+   * a refusal of a room it had accepted): it is over, without a retry. `serverDone`: the
+   * server holds no subscription to it any more.
+   */
+  private ended(channel: string, reason: string, serverDone = true): void {
+    const feed = this.feeds.get(channel);
+    if (!feed) return;
+    this.feeds.delete(channel);
+    this.collab.forget(feed);
+    this.current?.unsubscribe(channel, serverDone);
+    feed.refused(new StreamgateClientError('unsubscribed', `the server ended the subscription to ${channel}: ${reason}`));
+    this.emitter.emit('unsubscribed', { channel, reason });
+  }
+
+  /**
+   * This user's `member.removed`, or `room.deleted`, on a room channel. The server sends
+   * `unsubscribed` after it, but not always to a poll (a removal while the poll was
+   * subscribing), and a replay may hold an old removal: so ask whether the channel is
+   * still allowed. Meanwhile SSE and polling leave it out: a stream with a refused
+   * channel is refused whole.
+   */
+  private removedFromRoom(feed: ChannelFeed, reason: string): void {
+    const t = this.current;
+    const suspended = t !== null && !t.signalsOnSubscribe;
+    if (suspended) {
+      feed.known = false;
+      t.unsubscribe(feed.channel, true);
+    }
+    const resume = () => {
+      if (suspended && this.current === t && this.feeds.get(feed.channel) === feed) this.subscribeOn(t, feed);
+    };
+    historyOverHttp(this.ctx, feed.channel, { limit: 1 }).then(resume, (err: unknown) => {
+      if (this.feeds.get(feed.channel) !== feed) return;
+      if (err instanceof StreamgateClientError && (err.code === 'forbidden' || err.code === 'not_found')) this.ended(feed.channel, reason, false);
+      // Not known (offline): subscribing again checks the channel.
+      else resume();
+    });
   }
 
   private subscribeOn(t: ClientTransport, feed: ChannelFeed): void {
@@ -195,6 +317,7 @@ export class Client {
         if (feed.lastId === null) feed.lastId = answer.position ?? ZERO_ID;
         feed.accepted();
         if (!answer.recovered) this.reset(feed);
+        if (t.signalsOnSubscribe && this.current === t) this.collab.refreshMembers(feed, t);
       },
       (err: unknown) => {
         if (this.feeds.get(feed.channel) !== feed || this.stopped) return;
@@ -212,11 +335,24 @@ export class Client {
           }, Math.max(1000, (e.retryAfter ?? 0) * 1000) * feed.retries);
           return;
         }
-        this.feeds.delete(feed.channel);
-        feed.refused(e);
-        this.emitter.emit('error', e);
+        this.refuse(feed, e);
       },
     );
+  }
+
+  /**
+   * The server refuses a channel: its subscriptions end. A room channel it had accepted
+   * ends as `unsubscribed`: the user left the room (or it went) while the `unsubscribed`
+   * frame could not reach them (offline, between two polls).
+   */
+  private refuse(feed: ChannelFeed, e: StreamgateClientError): void {
+    if (feed.wasAccepted && feed.channel.startsWith('room:') && (e.code === 'forbidden' || e.code === 'not_found')) {
+      return this.ended(feed.channel, 'no longer a member');
+    }
+    this.feeds.delete(feed.channel);
+    this.collab.forget(feed);
+    feed.refused(e);
+    this.emitter.emit('error', e);
   }
 
   private reset(feed: ChannelFeed): void {
@@ -278,6 +414,17 @@ export class Client {
       },
       error: (t, err) => t === this.current && this.emitter.emit('error', err),
       lastId: (channel) => this.feeds.get(channel)?.lastId ?? null,
+      channelRefused: (t, channel, error) => {
+        const feed = this.feeds.get(channel);
+        if (t === this.current && feed) this.refuse(feed, error);
+      },
+      channelsLive: (t, channels) => {
+        if (t !== this.current || !this.usable) return;
+        for (const channel of channels) {
+          const feed = this.feeds.get(channel);
+          if (feed) this.collab.refreshMembers(feed, t);
+        }
+      },
     };
   }
 
@@ -293,6 +440,7 @@ export class Client {
     this.setState('connected', { transport: t.name });
     this.scheduleTokenRenewal();
     this.pump();
+    this.collab.opened();
   }
 
   private confirmed(t: ClientTransport): void {
@@ -304,13 +452,20 @@ export class Client {
   }
 
   private receive(frame: InboundFrame): void {
+    const feed = this.feeds.get(frame.channel);
+    if (!feed) return;
     if (frame.type === 'event') {
-      this.feeds.get(frame.channel)?.deliver(frame);
+      if (!feed.deliver(frame)) return;
+      this.collab.delivered(frame);
+      const removal = roomRemoval(frame, this.tokens.subject());
+      if (removal && this.feeds.get(frame.channel) === feed) this.removedFromRoom(feed, removal);
     } else if (frame.type === 'reset') {
-      const feed = this.feeds.get(frame.channel);
-      if (feed) this.reset(feed);
-    } else if (this.feeds.has(frame.channel)) {
+      this.reset(feed);
+    } else if (frame.type === 'unsubscribed') {
+      this.ended(frame.channel, typeof frame.reason === 'string' ? frame.reason : 'ended by the server');
+    } else {
       this.emitter.emit('signal', frame as SignalFrame);
+      this.collab.signal(feed, frame as SignalFrame);
     }
   }
 
@@ -323,6 +478,8 @@ export class Client {
     clearTimeout(this.tokenTimer);
     clearTimeout(this.upgradeTimer);
     if (wasUsable && Date.now() - this.openedAt >= this.ctx.timeouts.stableMs) this.backoff.reset();
+    // A stream refused whole (a room left while offline): check each channel again on the next one.
+    if (info.status === 403) for (const feed of this.feeds.values()) feed.known = false;
     const decision = decideOnClose(info, this.tokens.canRefresh);
     switch (decision.action) {
       case 'stop':
@@ -414,11 +571,22 @@ export class Client {
     this.usable = false;
     t?.close();
     const closed = error ?? new StreamgateClientError('closed', 'the client is closed');
+    this.collab.close();
+    for (const feed of this.feeds.values()) feed.dispose();
     this.outbox.rejectAll(closed);
     for (const feed of this.feeds.values()) for (const sub of feed.subscriptions) if (!feed.known) sub.refused(closed);
     this.setState('disconnected', { transport: null, reason });
     if (error) this.emitter.emit('error', error);
   }
+}
+
+/** Why a room event ends this user's subscription, or null. */
+function roomRemoval(event: EventFrame, userId: string | null): string | null {
+  if (!event.channel.startsWith('room:')) return null;
+  if (event.event === 'room.deleted') return 'the room was deleted';
+  const data = event.data as { user_id?: unknown } | null;
+  if (event.event === 'member.removed' && userId !== null && data && typeof data === 'object' && data.user_id === userId) return 'removed from the room';
+  return null;
 }
 
 /** Connect to a Streamgate gateway. The client starts connecting at once and reconnects by itself until `close()`. */

@@ -1,11 +1,12 @@
 /**
  * The SDK's one error type. It carries a protocol error code (PROTOCOL §4, §7) or one
  * of the client's own: `disconnected` (the connection went away with the request in
- * flight), `timeout`, `closed` (the client was closed).
+ * flight), `timeout`, `closed` (the client was closed), `unsubscribed` (the server
+ * ended a subscription: removed from the room, room deleted).
  */
 import { isErrorCode, type ErrorCode } from '../protocol/codes.js';
 
-export type ClientErrorCode = ErrorCode | 'disconnected' | 'timeout' | 'closed';
+export type ClientErrorCode = ErrorCode | 'disconnected' | 'timeout' | 'closed' | 'unsubscribed';
 
 export class StreamgateClientError extends Error {
   readonly code: ClientErrorCode;

@@ -1,15 +1,16 @@
 /**
- * The HTTP API (PROTOCOL §7) as the SDK uses it: publish and history for clients
- * without a WebSocket, with the user token, renewed once on a 401.
+ * The HTTP API (PROTOCOL §7) as the SDK uses it: publish, history, presence, typing
+ * and receipts for clients without a WebSocket, and the routes that have no frame
+ * (`GET /v1/presence`, `GET /v1/unread`), with the user token, renewed once on a 401.
  */
 import { isEventId } from '../protocol/event-id.js';
 import type { EventFrame } from '../protocol/frames.js';
 import { StreamgateClientError, disconnected, fromErrorBody } from './errors.js';
-import type { PublishRequest, TransportContext } from './transport.js';
+import type { CommandRequest, PublishRequest, TransportContext } from './transport.js';
 import type { HistoryOptions, HistoryResult, PublishResult } from './types.js';
 
-export function channelPath(channel: string): string {
-  return `/v1/channels/${encodeURIComponent(channel)}/events`;
+export function channelPath(channel: string, what = 'events'): string {
+  return `/v1/channels/${encodeURIComponent(channel)}/${what}`;
 }
 
 interface RequestInit_ {
@@ -85,4 +86,42 @@ export async function historyOverHttp(ctx: TransportContext, channel: string, op
   const path = channelPath(channel) + (query.length ? `?${query.join('&')}` : '');
   const answer = (await requestJson(ctx, path)) as { events?: EventFrame[]; recovered?: boolean } | null;
   return { events: Array.isArray(answer?.events) ? answer.events : [], recovered: answer?.recovered !== false };
+}
+
+/** A presence, typing or receipt request over HTTP; resolves the answer's fields (none for 204). */
+export async function commandOverHttp(ctx: TransportContext, request: CommandRequest): Promise<Record<string, unknown>> {
+  let answer: unknown;
+  switch (request.type) {
+    case 'presence': {
+      const { type: _type, ...body } = request;
+      answer = await requestJson(ctx, '/v1/presence', { method: 'PUT', body });
+      break;
+    }
+    case 'members':
+      answer = await requestJson(ctx, channelPath(request.channel, 'presence'));
+      break;
+    case 'typing':
+      answer = await requestJson(ctx, channelPath(request.channel, 'typing'), { method: 'POST', body: { state: request.state } });
+      break;
+    case 'ack':
+    case 'read':
+      answer = await requestJson(ctx, channelPath(request.channel, request.type), { method: 'POST', body: { until: request.until } });
+      break;
+  }
+  return answer && typeof answer === 'object' ? (answer as Record<string, unknown>) : {};
+}
+
+/** `GET /v1/presence?users=`: many users' presence in one request. */
+export async function usersOverHttp(ctx: TransportContext, ids: readonly string[]): Promise<unknown[]> {
+  const answer = (await requestJson(ctx, `/v1/presence?users=${ids.map(encodeURIComponent).join(',')}`)) as { users?: unknown } | null;
+  return Array.isArray(answer?.users) ? answer.users : [];
+}
+
+/** `GET /v1/unread`. */
+export async function unreadOverHttp(ctx: TransportContext): Promise<Array<{ channel: string; unread: number }>> {
+  const answer = (await requestJson(ctx, '/v1/unread')) as { channels?: unknown } | null;
+  if (!Array.isArray(answer?.channels)) return [];
+  return answer.channels
+    .filter((c): c is { channel: string; unread: number } => !!c && typeof c === 'object' && typeof c.channel === 'string' && typeof c.unread === 'number')
+    .map((c) => ({ channel: c.channel, unread: c.unread }));
 }

@@ -3,9 +3,10 @@
  * a bad or conflicting option fails at once with a message that names it.
  */
 import type { BackoffOptions } from './backoff.js';
+import { DEFAULT_AWAY_AFTER_MS, pageActivitySource } from './idle.js';
 import { TokenSource } from './token.js';
 import type { TransportContext } from './transport.js';
-import type { ConnectOptions, StorageLike, TimeoutOptions, TransportName } from './types.js';
+import type { ActivitySource, ConnectOptions, StorageLike, TimeoutOptions, TransportName } from './types.js';
 
 export const DEFAULT_TIMEOUTS: Readonly<Required<TimeoutOptions>> = Object.freeze({
   connectMs: 10_000,
@@ -25,6 +26,9 @@ export interface ResolvedOptions {
   /** undefined: the default storage; null: this client's own memory. */
   storage: StorageLike | null | undefined;
   maxQueuedPublishes: number;
+  /** Idle detection, or null when off (0, or no page and no source). */
+  idle: { awayAfterMs: number; source: ActivitySource } | null;
+  autoAck: boolean;
 }
 
 function fail(message: string): never {
@@ -68,6 +72,16 @@ export function resolveOptions(options: ConnectOptions): ResolvedOptions {
   const maxQueuedPublishes = options.maxQueuedPublishes ?? 1000;
   if (!Number.isInteger(maxQueuedPublishes) || maxQueuedPublishes < 0) fail('maxQueuedPublishes must be a whole number');
 
+  if (options.idle !== undefined && (typeof options.idle !== 'object' || options.idle === null)) fail('idle must be an object');
+  const awayAfterMs = options.idle?.awayAfterMs;
+  if (awayAfterMs !== undefined && (typeof awayAfterMs !== 'number' || !Number.isFinite(awayAfterMs) || awayAfterMs < 0)) fail('idle.awayAfterMs must be 0 (off) or a positive number');
+  const source = options.idle?.source;
+  if (source !== undefined && (typeof source !== 'object' || source === null || typeof source.listen !== 'function')) fail('idle.source must have a listen(onActivity) method');
+  const activity = source ?? pageActivitySource();
+  const away = awayAfterMs ?? DEFAULT_AWAY_AFTER_MS;
+  const idle = activity && away > 0 ? Object.freeze({ awayAfterMs: away, source: activity }) : null;
+  if (options.autoAck !== undefined && typeof options.autoAck !== 'boolean') fail('autoAck must be a boolean');
+
   const g = globalThis as Partial<Pick<TransportContext, 'WebSocket' | 'EventSource' | 'fetch'>>;
   const ctx: TransportContext = {
     baseUrl: baseUrlOf(options.url),
@@ -78,5 +92,13 @@ export function resolveOptions(options: ConnectOptions): ResolvedOptions {
     timeouts: Object.freeze(timeouts),
     device: options.device,
   };
-  return Object.freeze({ ctx, preferred: Object.freeze(preferred), backoff: Object.freeze(backoff), storage: options.storage, maxQueuedPublishes });
+  return Object.freeze({
+    ctx,
+    preferred: Object.freeze(preferred),
+    backoff: Object.freeze(backoff),
+    storage: options.storage,
+    maxQueuedPublishes,
+    idle,
+    autoAck: options.autoAck ?? false,
+  });
 }

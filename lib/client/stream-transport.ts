@@ -9,8 +9,8 @@
  * their live frames wait; the client drops what arrives twice.
  */
 import { disconnected, fromErrorBody, StreamgateClientError } from './errors.js';
-import { historyOverHttp, publishOverHttp } from './http.js';
-import type { ClientTransport, InboundFrame, PublishRequest, SubscribeAnswer, TransportContext, TransportHost } from './transport.js';
+import { commandOverHttp, historyOverHttp, publishOverHttp } from './http.js';
+import type { ClientTransport, CommandRequest, InboundFrame, PublishRequest, SubscribeAnswer, TransportContext, TransportHost } from './transport.js';
 import type { HistoryOptions, HistoryResult, PublishResult } from './types.js';
 import type { Wire, WireFailure, WireKind } from './wire.js';
 
@@ -30,6 +30,7 @@ const CATCH_UP_PAGES = 100;
 export class StreamTransport implements ClientTransport {
   readonly pipelined = false;
   readonly usesCursor = true;
+  readonly signalsOnSubscribe = false;
   readonly name: 'sse' | 'poll';
   private readonly channels = new Set<string>();
   /** Channels catching up: their live frames wait here. */
@@ -41,6 +42,7 @@ export class StreamTransport implements ClientTransport {
   private opened = false;
   private worked = false;
   private done = false;
+  private rechecking = false;
   private restartTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -88,11 +90,17 @@ export class StreamTransport implements ClientTransport {
     return { recovered: true, position };
   }
 
-  unsubscribe(channel: string): void {
+  unsubscribe(channel: string, ended = false): void {
     if (!this.channels.delete(channel)) return;
     this.held.delete(channel);
     this.cursor.covered.delete(channel);
+    // The server ended it (removed from a room): the next poll or stream with it would be refused whole.
+    if (ended) this.wire?.settle();
     this.scheduleRestart();
+  }
+
+  command(request: CommandRequest): Promise<Record<string, unknown>> {
+    return commandOverHttp(this.ctx, request);
   }
 
   publish(request: PublishRequest): Promise<PublishResult> {
@@ -184,6 +192,7 @@ export class StreamTransport implements ClientTransport {
       this.held.set(channel, []);
       void this.catchUp(channel, seq);
     }
+    this.host.channelsLive(this, [...this.channels]);
   }
 
   private receive(frame: InboundFrame, cursor: string | null): void {
@@ -223,9 +232,42 @@ export class StreamTransport implements ClientTransport {
 
   private fail(info: WireFailure): void {
     if (this.done) return;
+    if (info.status === 403 && this.worked && !this.rechecking) {
+      void this.recheck(info);
+      return;
+    }
     this.done = true;
     this.stopWire();
     clearTimeout(this.restartTimer);
     this.host.closed(this, { neverWorked: !this.worked, ...info });
+  }
+
+  /**
+   * A stream that worked was refused (403): one of its channels is no longer allowed (a
+   * room the user was removed from between two polls). Find which, hand them back as
+   * refused, and go on with the others; if none is refused, the stream failed after all.
+   */
+  private async recheck(info: WireFailure): Promise<void> {
+    this.rechecking = true;
+    this.stopWire();
+    const seq = this.wireSeq;
+    const channels = [...this.channels];
+    const refused: Array<{ channel: string; err: StreamgateClientError }> = [];
+    await Promise.all(
+      channels.map((channel) =>
+        historyOverHttp(this.ctx, channel, { limit: 1 }).catch((err: unknown) => {
+          if (err instanceof StreamgateClientError && (err.code === 'forbidden' || err.code === 'not_found')) refused.push({ channel, err });
+        }),
+      ),
+    );
+    this.rechecking = false;
+    if (this.done || seq !== this.wireSeq) return;
+    if (refused.length === 0) return this.fail(info);
+    for (const { channel, err } of refused) {
+      this.channels.delete(channel);
+      this.cursor.covered.delete(channel);
+      this.host.channelRefused(this, channel, err);
+    }
+    this.scheduleRestart();
   }
 }

@@ -66,7 +66,14 @@ export class TokenSource {
 
   /** The token's `exp` in ms, or null when it has none or is not a JWT. */
   expiresAt(): number | null {
-    return this.token ? jwtExpiry(this.token) : null;
+    const exp = this.token ? jwtClaims(this.token)?.exp : undefined;
+    return typeof exp === 'number' ? exp * 1000 : null;
+  }
+
+  /** The user the token names (`sub`), or null when it is not a JWT. */
+  subject(): string | null {
+    const sub = this.token ? jwtClaims(this.token)?.sub : undefined;
+    return typeof sub === 'string' ? sub : null;
   }
 
   /**
@@ -80,13 +87,13 @@ export class TokenSource {
   }
 }
 
-function jwtExpiry(token: string): number | null {
+function jwtClaims(token: string): { exp?: unknown; sub?: unknown } | null {
   const part = token.split('.')[1];
   if (!part) return null;
   try {
     const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
-    const claims = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))) as { exp?: unknown };
-    return typeof claims.exp === 'number' ? claims.exp * 1000 : null;
+    const claims: unknown = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)));
+    return claims && typeof claims === 'object' ? (claims as { exp?: unknown; sub?: unknown }) : null;
   } catch {
     return null;
   }

@@ -3,6 +3,7 @@
  * the client never asks which one it has.
  */
 import type { EventFrame, JsonValue, Priority } from '../protocol/frames.js';
+import type { StreamgateClientError } from './errors.js';
 import type { TokenSource } from './token.js';
 import type {
   EventSourceConstructor,
@@ -19,7 +20,21 @@ import type {
 export type InboundFrame =
   | EventFrame
   | { type: 'reset'; channel: string }
-  | { type: 'presence' | 'typing' | 'receipt'; channel: string; [key: string]: unknown };
+  | { type: 'presence' | 'typing' | 'receipt'; channel: string; [key: string]: unknown }
+  | { type: 'unsubscribed'; channel: string; reason?: unknown };
+
+/** Frame types a transport passes to its client. */
+export const DELIVERED_TYPES: readonly string[] = ['event', 'reset', 'presence', 'typing', 'receipt', 'unsubscribed'];
+
+/**
+ * Presence, typing and receipt requests (PROTOCOL §4 client frames, §7 routes), with
+ * the WebSocket frame's field names.
+ */
+export type CommandRequest =
+  | { type: 'presence'; status?: string; custom_status?: string | null; device?: string | null }
+  | { type: 'members'; channel: string }
+  | { type: 'typing'; channel: string; state: 'start' | 'stop' }
+  | { type: 'ack' | 'read'; channel: string; until: string };
 
 export interface CloseInfo {
   /** Nothing ever came through (no welcome, no poll answer): a capability failure. */
@@ -57,6 +72,10 @@ export interface TransportHost {
   error(t: ClientTransport, error: Error): void;
   /** The last event id kept for a channel, or null. */
   lastId(channel: string): string | null;
+  /** The server no longer allows a channel it accepted (found when a stream was refused); it is dropped. */
+  channelRefused(t: ClientTransport, channel: string, error: StreamgateClientError): void;
+  /** A stream that carries these channels went live (SSE, poll): their signals flow from now. */
+  channelsLive(t: ClientTransport, channels: readonly string[]): void;
 }
 
 export interface TransportContext {
@@ -76,6 +95,8 @@ export interface ClientTransport {
   readonly pipelined: boolean;
   /** Resumes from the stream cursor (SSE, poll); otherwise from the ids the client kept. */
   readonly usesCursor: boolean;
+  /** A channel's signals flow once its subscribe resolved (WebSocket); else from `channelsLive`. */
+  readonly signalsOnSubscribe: boolean;
   open(): void;
   /** Close on the client's initiative; no more host calls. */
   close(): void;
@@ -84,7 +105,10 @@ export interface ClientTransport {
    * already accepted this channel for this client, no need to check again.
    */
   subscribe(channel: string, since: string | null, known: boolean): Promise<SubscribeAnswer>;
-  unsubscribe(channel: string): void;
+  /** `ended`: the server ended it already (`unsubscribed`); only forget it. */
+  unsubscribe(channel: string, ended?: boolean): void;
+  /** Presence, typing and receipts: a WebSocket frame, or the HTTP route. Resolves the reply's fields. */
+  command(request: CommandRequest): Promise<Record<string, unknown>>;
   publish(request: PublishRequest): Promise<PublishResult>;
   history(channel: string, options: HistoryOptions): Promise<HistoryResult>;
   /** Give the connection a renewed token. */

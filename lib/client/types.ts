@@ -64,6 +64,30 @@ export interface ConnectOptions {
   device?: 'web' | 'mobile' | 'tablet' | 'desktop';
   /** Most publishes held while offline; more are refused with `unavailable`. @default 1000 */
   maxQueuedPublishes?: number;
+  /** Away after inactivity (browsers, or any `source`). */
+  idle?: IdleOptions;
+  /**
+   * Acknowledge delivery by itself (delivered receipts): the latest event of each
+   * channel received from others, at most one `ack` per channel per second.
+   * @default false
+   */
+  autoAck?: boolean;
+}
+
+/** What counts as the user being active: DOM events in a browser, or anything else. */
+export interface ActivitySource {
+  /** Call `onActivity` whenever the user does something; returns a function that stops it. */
+  listen(onActivity: () => void): () => void;
+}
+
+export interface IdleOptions {
+  /**
+   * Set `away` after this long without activity, and `online` again on the next
+   * activity; 0 turns it off. @default 300000 in a browser (document and window present), else 0
+   */
+  awayAfterMs?: number;
+  /** Where activity comes from. @default mouse, keyboard, touch, wheel and visibility events of the page */
+  source?: ActivitySource;
 }
 
 export interface StateChange {
@@ -85,6 +109,76 @@ export interface ResetInfo {
   channel: string;
 }
 
+export type PresenceStatus = 'online' | 'away' | 'busy' | 'offline';
+export type Device = 'web' | 'mobile' | 'tablet' | 'desktop';
+
+/** A user's presence (the server's `user` object of presence frames and `members`). */
+export interface PresenceUser {
+  id: string;
+  name: string | null;
+  status: PresenceStatus;
+  device: string | null;
+  customStatus: string | null;
+  lastSeen: string | null;
+}
+
+/** `client.presence(ids)`: one user's presence, channel or not. */
+export type UserPresence = Omit<PresenceUser, 'name'>;
+
+/** What `setPresence` changes; at least one of them. */
+export interface PresenceUpdate {
+  status?: 'online' | 'away' | 'busy';
+  /** Free text, or null to clear it. */
+  customStatus?: string | null;
+  device?: Device | null;
+}
+
+/** A presence frame of a subscribed channel: someone joined, left or changed, or (anonymous namespaces) the count. */
+export type PresenceEvent =
+  | { channel: string; action: 'join' | 'leave' | 'update'; user: PresenceUser }
+  | { channel: string; action: 'count'; count: number };
+
+/** A channel's present users (anonymous namespaces: no members, only the count). */
+export interface MembersResult {
+  members: PresenceUser[];
+  count: number;
+}
+
+export interface TypingUser {
+  id: string;
+  name: string | null;
+}
+
+/**
+ * Someone started or stopped typing. `expired`: no `stop` came within 3 s of their
+ * last `start`, so the SDK stopped it.
+ */
+export interface TypingEvent {
+  channel: string;
+  user: TypingUser;
+  state: 'start' | 'stop';
+  expired?: boolean;
+}
+
+/** Another user received (`delivered`) or read the channel's events up to `until`. */
+export interface ReceiptEvent {
+  channel: string;
+  user: { id: string };
+  kind: 'delivered' | 'read';
+  until: string;
+}
+
+/** The server ended a subscription (removed from the room, room deleted). */
+export interface UnsubscribedInfo {
+  channel: string;
+  reason: string;
+}
+
+export interface UnreadCount {
+  channel: string;
+  unread: number;
+}
+
 /** Presence, typing and receipt signals (PROTOCOL §4), as the server sent them. */
 export interface SignalFrame {
   type: 'presence' | 'typing' | 'receipt';
@@ -97,8 +191,21 @@ export interface SubscribeOptions {
   since?: string;
   /** The channel lost events to retention: reload its state from your backend. */
   onReset?: (info: ResetInfo) => void;
-  /** The server refused the subscription (`forbidden`, `bad_request`); it is removed. */
+  /**
+   * The server refused the subscription (`forbidden`, `bad_request`), or ended it
+   * (code `unsubscribed`: removed from the room, room deleted); it is removed.
+   */
   onError?: (error: Error) => void;
+  /** Presence frames of the channel: join, leave, update, count. */
+  onPresence?: (event: PresenceEvent) => void;
+  /** The channel's member list changed (after the first answer, a reconnect, a join, leave or update). */
+  onMembers?: (members: PresenceUser[], count: number) => void;
+  /** Typing starts and stops of others on the channel. */
+  onTyping?: (event: TypingEvent) => void;
+  /** Delivered and read receipts of others on the channel. */
+  onReceipt?: (event: ReceiptEvent) => void;
+  /** Keep the channel's member list (`subscription.members()`): asks for it after each (re)connection. @default true */
+  members?: boolean;
 }
 
 export interface PublishOptions {

@@ -8,7 +8,7 @@ import { CloseCode } from '../protocol/codes.js';
 import { isEventId } from '../protocol/event-id.js';
 import type { EventFrame } from '../protocol/frames.js';
 import { StreamgateClientError, disconnected, fromErrorBody } from './errors.js';
-import type { ClientTransport, CloseInfo, InboundFrame, PublishRequest, SubscribeAnswer, TransportContext, TransportHost } from './transport.js';
+import { DELIVERED_TYPES, type ClientTransport, type CloseInfo, type CommandRequest, type InboundFrame, type PublishRequest, type SubscribeAnswer, type TransportContext, type TransportHost } from './transport.js';
 import type { HistoryOptions, HistoryResult, PublishResult } from './types.js';
 
 /** The part of a WebSocket the SDK drives (browser, `ws`). */
@@ -32,7 +32,7 @@ interface Pending {
 
 type Frame = Record<string, unknown>;
 
-const DELIVERED = new Set(['event', 'reset', 'presence', 'typing', 'receipt']);
+const DELIVERED = new Set(DELIVERED_TYPES);
 
 /** `http://h/p` → `ws://h/p/v1/ws?token=…`. */
 export function webSocketUrl(baseUrl: string, token: string, device: string | undefined): string {
@@ -45,6 +45,7 @@ export class WebSocketTransport implements ClientTransport {
   readonly name = 'websocket' as const;
   readonly pipelined = true;
   readonly usesCursor = false;
+  readonly signalsOnSubscribe = true;
   private socket: Socket | null = null;
   private welcomed = false;
   private done = false;
@@ -103,8 +104,12 @@ export class WebSocketTransport implements ClientTransport {
     return this.request(frame).then((r) => ({ recovered: r.recovered !== false, position: isEventId(r.position) ? r.position : null }));
   }
 
-  unsubscribe(channel: string): void {
-    this.request({ type: 'unsubscribe', channel }).catch(() => undefined);
+  unsubscribe(channel: string, ended = false): void {
+    if (!ended) this.request({ type: 'unsubscribe', channel }).catch(() => undefined);
+  }
+
+  command(request: CommandRequest): Promise<Frame> {
+    return this.request({ ...request });
   }
 
   publish(request: PublishRequest): Promise<PublishResult> {

@@ -2,7 +2,7 @@
  * The two one-way wires of the HTTP stream transport: one SSE response or one
  * long-polling loop carrying every subscribed channel (PROTOCOL §5, §6).
  */
-import type { InboundFrame, TransportContext } from './transport.js';
+import { DELIVERED_TYPES, type InboundFrame, type TransportContext } from './transport.js';
 
 export interface WireParams {
   channels: readonly string[];
@@ -33,6 +33,8 @@ export interface WireFailure {
 
 export interface Wire {
   close(): void;
+  /** Hand over what already arrived, then stop quietly (a channel left the set; a restart follows). */
+  settle(): void;
 }
 
 export interface WireKind {
@@ -42,12 +44,10 @@ export interface WireKind {
   open(ctx: TransportContext, params: WireParams, sink: WireSink): Wire;
 }
 
-const DELIVERED = ['event', 'reset', 'presence', 'typing', 'receipt'] as const;
-
 function asFrame(f: unknown): InboundFrame | null {
   if (typeof f !== 'object' || f === null) return null;
   const { type, channel } = f as { type?: unknown; channel?: unknown };
-  return typeof channel === 'string' && (DELIVERED as readonly unknown[]).includes(type) ? (f as InboundFrame) : null;
+  return typeof channel === 'string' && typeof type === 'string' && DELIVERED_TYPES.includes(type) ? (f as InboundFrame) : null;
 }
 
 function parseFrame(data: unknown): InboundFrame | null {
@@ -83,18 +83,19 @@ export const sseWire: WireKind = {
     };
     let url = `${ctx.baseUrl}/v1/sse?channels=${channelsQuery(params.channels)}&token=${encodeURIComponent(params.token)}`;
     if (params.cursor) url += `&last_event_id=${encodeURIComponent(params.cursor)}`;
+    if (ctx.device) url += `&device=${encodeURIComponent(ctx.device)}`;
     let es: EventSourceLike | null = null;
     try {
       if (!ctx.EventSource) throw new Error('no EventSource class available');
       es = new ctx.EventSource(url) as unknown as EventSourceLike;
     } catch (err) {
       setTimeout(() => fail({ reason: String(err) }), 0);
-      return { close: () => void (closed = true) };
+      return { close: () => void (closed = true), settle: () => undefined };
     }
     es.addEventListener('welcome', () => {
       if (!closed) sink.welcome();
     });
-    for (const type of DELIVERED) {
+    for (const type of DELIVERED_TYPES) {
       es.addEventListener(type, (ev) => {
         const frame = closed ? null : parseFrame(ev.data);
         if (frame) sink.frame(frame, ev.lastEventId || null);
@@ -137,6 +138,8 @@ export const sseWire: WireKind = {
         closed = true;
         es?.close();
       },
+      // Each SSE frame carries its own cursor: the restart may cut in anywhere.
+      settle: () => undefined,
     };
   },
 };
@@ -149,6 +152,8 @@ export const pollWire: WireKind = {
   restartOnRefresh: false,
   open(ctx, params, sink) {
     let closed = false;
+    /** One answer's frames share one cursor: they are all handed over before the loop stops. */
+    let settling = false;
     let abort: AbortController | null = null;
     let cursor = params.cursor;
     const loop = async () => {
@@ -162,6 +167,7 @@ export const pollWire: WireKind = {
         if (closed) return;
         if (!token) return sink.failed({ reason: 'no token', status: 401 });
         url += `&token=${encodeURIComponent(token)}`;
+        if (ctx.device) url += `&device=${encodeURIComponent(ctx.device)}`;
         if (cursor) url += `&cursor=${encodeURIComponent(cursor)}`;
         const started = Date.now();
         abort = new AbortController();
@@ -202,6 +208,10 @@ export const pollWire: WireKind = {
           cursor = next;
           sink.cursor(next);
         }
+        if (settling) {
+          closed = true;
+          return;
+        }
         const elapsed = Date.now() - started;
         if (body.frames.length === 0 && hold > 1 && elapsed < MIN_EMPTY_POLL_MS) {
           await new Promise((resolve) => setTimeout(resolve, MIN_EMPTY_POLL_MS - elapsed));
@@ -213,6 +223,9 @@ export const pollWire: WireKind = {
       close() {
         closed = true;
         abort?.abort();
+      },
+      settle() {
+        settling = true;
       },
     };
   },

@@ -380,10 +380,9 @@ export class Session {
     let last = since === undefined ? position : since;
     try {
       for (;;) {
-        for (const e of replay) {
-          this.enqueueEvent(encodeEventFrame(e), e);
-          sub.checkRemoval(e);
-        }
+        // A removal inside the replay is history (the member may be back since): the
+        // access check after going live decides.
+        for (const e of replay) this.enqueueEvent(encodeEventFrame(e), e);
         if (replay.length) last = replay[replay.length - 1]!.id;
         if (!more || !last) break;
         // A long replay waits for the wire between pages instead of filling the queue.

@@ -175,6 +175,32 @@ describe('client SDK in Chromium (demo page)', function () {
     expect(again.states[0]).to.deep.equal({ state: 'connecting', transport: 'poll' });
   });
 
+  it('goes away after the idle time with no mouse or keyboard, and online again on a mouse move', async () => {
+    const gw = await gateway();
+    const token = gw.token({ ...CLAIMS, sub: 'u9' });
+    const p = await proxyTo(gw);
+    // The demo page without a token: only the bundle, for a client of the test's own.
+    const page = await openDemo(p.url, {});
+    await page.waitForFunction(() => typeof (window as unknown as { Streamgate?: unknown }).Streamgate === 'object');
+    await page.evaluate((t) => {
+      const sg = (window as unknown as { Streamgate: typeof import('../../lib/client/index.js') }).Streamgate;
+      const c = sg.connect({ url: location.origin, token: t, idle: { awayAfterMs: 1000 } });
+      c.subscribe('team:1', () => undefined);
+    }, token);
+    const status = async () => (await request(`${gw.url}/v1/presence?users=u9`, { token })).body.users[0].status as string;
+    const waitStatus = async (want: string) => {
+      const deadline = Date.now() + 5000;
+      while ((await status()) !== want) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${want}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await waitStatus('away');
+    await page.mouse.move(40, 40);
+    await page.mouse.move(80, 60);
+    await waitStatus('online');
+  });
+
   it('reconnects after the gateway restarts and receives what it missed, once each', async function () {
     const redisUrl = testRedisUrl();
     const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
