@@ -71,7 +71,8 @@ export async function up(knex: Knex): Promise<void> {
     t.string('channel', 128).notNullable();
     t.string('event', 128).notNullable();
     t.string('event_id', 40).notNullable();
-    t.string('category', 64).notNullable();
+    // A namespace name (up to 128) or a configured category.
+    t.string('category', 128).notNullable();
     t.string('priority', 16).notNullable();
     t.text('title').notNullable();
     t.text('body').notNullable();

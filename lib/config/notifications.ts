@@ -33,7 +33,8 @@ export type DeliveryChannel = (typeof DELIVERY_CHANNELS)[number];
 const NAMESPACE_NAME = /^[A-Za-z0-9_\-.@]{1,128}$/;
 /** An event name, or a prefix ending in `*`. */
 const EVENT_PATTERN = /^[A-Za-z0-9_\-:.@/]{0,127}[A-Za-z0-9_\-:.@/*]$/;
-const CATEGORY = /^[A-Za-z0-9_\-.:@]{1,64}$/;
+/** As long as a namespace name, the default category. */
+const CATEGORY = /^[A-Za-z0-9_\-.:@]{1,128}$/;
 const HH_MM = /^([01]\d|2[0-3]):[0-5]\d$/;
 
 /** True for names `Intl` knows as time zones (IANA names, `UTC`). */
@@ -68,7 +69,7 @@ export const notificationRuleSchema = z.strictObject({
   /** Only events of these priorities; all when absent. */
   priorities: z.array(z.enum(PRIORITIES)).min(1).optional(),
   /** The preference category of the notifications (default: the namespace; `mention` for mentions). */
-  category: z.string().regex(CATEGORY, 'letters, digits, _ - . : @ (1 to 64)').optional(),
+  category: z.string().regex(CATEGORY, 'letters, digits, _ - . : @ (1 to 128)').optional(),
 });
 
 const ruleOrRules = z.union([notificationRuleSchema, z.array(notificationRuleSchema).min(1).max(20)]);
@@ -100,6 +101,10 @@ const emailSchema = z.strictObject({
   base_url: z.url({ protocol: /^https?$/ }).nullable().default(null),
 });
 
+/** Days a notification stays in the history; a daily job deletes older ones. */
+const historyDaysSchema = z.number().int().min(1).max(36_500);
+export const DEFAULT_HISTORY_DAYS = 90;
+
 /** The `notifications` key of the configuration file, every part defaulted. */
 export const notificationsSchema = z.strictObject({
   rules: rulesSchema.prefault(() => structuredClone(DEFAULT_RULES) as z.input<typeof rulesSchema>),
@@ -107,6 +112,7 @@ export const notificationsSchema = z.strictObject({
   digest: digestSchema.prefault({}),
   retry: retrySchema.prefault({}),
   email: emailSchema.prefault({}),
+  history_days: historyDaysSchema.default(DEFAULT_HISTORY_DAYS),
 });
 
 /** What a `STREAMGATE_CONFIG` file may say: any part; `rules` entries replace the namespace's rules. */
@@ -116,6 +122,7 @@ export const notificationsOverrideSchema = z.strictObject({
   digest: digestSchema.partial().strict().optional(),
   retry: retrySchema.partial().strict().optional(),
   email: emailSchema.partial().strict().optional(),
+  history_days: historyDaysSchema.optional(),
 });
 
 export type NotificationSettings = z.infer<typeof notificationsSchema>;
@@ -140,6 +147,7 @@ export function mergeNotificationSettings(base: NotificationSettings, override: 
     digest: { ...base.digest, ...override.digest },
     retry: { ...base.retry, ...override.retry },
     email: { ...base.email, ...override.email },
+    history_days: override.history_days ?? base.history_days,
   });
 }
 
@@ -201,10 +209,13 @@ function readFcm(env: NodeJS.ProcessEnv): FcmServiceAccount | null {
   if (!raw) return null;
   let text = raw;
   if (!raw.trimStart().startsWith('{')) {
+    // The value may be a mangled key: never echo it (nor an error text that would).
     try {
       text = readFileSync(raw, 'utf8');
     } catch (err) {
-      throw new Error(`FCM_SERVICE_ACCOUNT: cannot read ${raw}: ${(err as Error).message}`);
+      const code = (err as { code?: unknown }).code;
+      const why = typeof code === 'string' && /^E[A-Z]+$/.test(code) ? ` (${code})` : '';
+      throw new Error(`FCM_SERVICE_ACCOUNT: neither service account JSON nor the path of a readable file${why}`);
     }
   }
   let json: unknown;

@@ -135,13 +135,14 @@ export class Session {
   readonly openedAt = Date.now();
   principal: UserPrincipal;
   private readonly subscriptions = new Map<string, Subscription>();
-  private readonly queue = new OutboundQueue();
+  /** Created on first congestion: most connections never need one (memory per idle connection). */
+  private queue: OutboundQueue | null = null;
   private readonly bucket: TokenBucket;
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
   private drainWatched = false;
   private reading = true;
-  private readonly writableWaiters: Array<() => void> = [];
+  private writableWaiters: Array<() => void> | null = null;
   private warnedExpiry = false;
   /** Heartbeat state, driven by the gateway's one sweeper. */
   nextPingAt: number;
@@ -514,10 +515,11 @@ export class Session {
   /** Write a frame now if the wire keeps up, else queue it; past the bound, close 4010. */
   private enqueue(item: QueuedFrame, lane: Lane): void {
     if (this.closed) return;
-    if (this.queue.length === 0 && this.transport.pendingBytes < WIRE_HIGH_WATER) {
+    if (!this.queue?.length && this.transport.pendingBytes < WIRE_HIGH_WATER) {
       this.transport.write(item.frame, item.kind, item.mark);
       return;
     }
+    this.queue ??= new OutboundQueue();
     this.queue.push(item, lane);
     if (this.queue.bytes > this.ctx.config.limits.max_queued_bytes) {
       this.close(CloseCode.SlowConsumer, 'slow consumer: too much undelivered output');
@@ -532,11 +534,12 @@ export class Session {
   /** The wire flushed: write what waits, until it is busy again. */
   drain(): void {
     this.drainWatched = false;
-    while (!this.closed && this.queue.length && this.transport.pendingBytes < WIRE_HIGH_WATER) {
-      const item = this.queue.shift()!;
+    const queue = this.queue;
+    while (!this.closed && queue?.length && this.transport.pendingBytes < WIRE_HIGH_WATER) {
+      const item = queue.shift()!;
       this.transport.write(item.frame, item.kind, item.mark);
     }
-    if (this.queue.length && !this.closed) {
+    if (this.queue?.length && !this.closed) {
       this.drainWatched = true;
       this.transport.watchDrain();
     } else {
@@ -545,15 +548,16 @@ export class Session {
   }
 
   private wakeWritable(): void {
-    const waiters = this.writableWaiters.splice(0);
+    const waiters = this.writableWaiters ?? [];
+    this.writableWaiters = null;
     for (const w of waiters) w();
   }
 
   /** Resolves once the queue is empty and the wire keeps up (or the session closed). */
   private writable(): Promise<void> {
-    if (this.closed || (this.queue.length === 0 && this.transport.pendingBytes < WIRE_HIGH_WATER)) return Promise.resolve();
+    if (this.closed || (!this.queue?.length && this.transport.pendingBytes < WIRE_HIGH_WATER)) return Promise.resolve();
     return new Promise((resolve) => {
-      this.writableWaiters.push(resolve);
+      (this.writableWaiters ??= []).push(resolve);
       if (!this.drainWatched) {
         this.drainWatched = true;
         this.transport.watchDrain();
@@ -579,7 +583,7 @@ export class Session {
   /** Shutdown: write what waits (replies to finished publishes), then close with `code`. */
   closeGracefully(code: number, reason: string): void {
     if (this.closed) return;
-    for (let item = this.queue.shift(); item; item = this.queue.shift()) this.transport.write(item.frame, item.kind, item.mark);
+    for (let item = this.queue?.shift(); item; item = this.queue?.shift()) this.transport.write(item.frame, item.kind, item.mark);
     this.close(code, reason);
   }
 
@@ -596,7 +600,7 @@ export class Session {
   private finish(code: number, closeWire?: () => void): void {
     this.closed = true;
     for (const channel of [...this.subscriptions.keys()]) this.dropSubscription(channel);
-    this.queue.clear();
+    this.queue = null;
     this.wakeWritable();
     closeWire?.();
     this.ctx.onClosed(this, code);

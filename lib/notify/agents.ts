@@ -1,21 +1,31 @@
 /**
  * HTTPS agents for push services and FCM, built from the notification credentials:
- * an extra trusted CA (`NOTIFY_CA_FILE`), and the test hook that sends FCM and Google
- * OAuth connections to one address (`NOTIFY_FCM_ADDRESS`).
+ * an extra trusted CA (`NOTIFY_CA_FILE`), the test hook that sends FCM and Google
+ * OAuth connections to one address (`NOTIFY_FCM_ADDRESS`), and, for web push, the
+ * check of the address connected to (`address-guard.ts`), off only with the test hook
+ * `NOTIFY_ALLOW_PRIVATE_ENDPOINTS`.
  */
 import type { Duplex } from 'node:stream';
 import { Agent, type AgentOptions } from 'node:https';
 import { connect, rootCertificates, type ConnectionOptions } from 'node:tls';
 import type { NotificationCredentials } from '../config/notifications.js';
+import { publicOnlyAgent } from './address-guard.js';
 
 /** Trust the system roots plus `extraCa`. */
 function trust(extraCa: string | null): AgentOptions {
   return extraCa ? { ca: [...rootCertificates, extraCa] } : {};
 }
 
-/** The agent web push requests use, or undefined for Node's default. */
-export function pushAgent(credentials: Pick<NotificationCredentials, 'extraCa'>): Agent | undefined {
-  return credentials.extraCa ? new Agent({ keepAlive: true, ...trust(credentials.extraCa) }) : undefined;
+/**
+ * The agent web push requests use: it connects to public addresses only (and, in
+ * production, to port 443 only), unless `allowPrivateEndpoints` (the test hook).
+ */
+export function pushAgent(
+  credentials: Pick<NotificationCredentials, 'extraCa' | 'allowPrivateEndpoints'>,
+  options: { production: boolean } = { production: false },
+): Agent {
+  if (credentials.allowPrivateEndpoints) return new Agent({ keepAlive: true, ...trust(credentials.extraCa) });
+  return publicOnlyAgent({ ...(credentials.extraCa ? { ca: [...rootCertificates, credentials.extraCa] } : {}), httpsPortOnly: options.production });
 }
 
 /**

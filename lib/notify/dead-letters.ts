@@ -1,8 +1,10 @@
 /**
  * The dead-letter list: deliveries that failed their last attempt stay in BullMQ's
- * failed set (at most `KEEP_FAILED`), with their error. `streamgate notifications
- * failed` lists them and `streamgate notifications retry <id|--all>` queues them
- * again with a fresh set of attempts.
+ * failed set (at most `KEEP_FAILED`), with their (user-safe) reason; so do log
+ * entries the notifier gave up on (kind `notifier`, see `notifier.ts`).
+ * `streamgate notifications failed` lists them and `streamgate notifications retry
+ * <id|--all>` queues them again with a fresh set of attempts (a `notifier` one
+ * handles its event again).
  */
 import { createQueue, KEEP_FAILED, type NotifyJobData, type NotifyQueue, type QueueConnection } from './queue.js';
 import type { NotificationSettings } from '../config/notifications.js';
@@ -10,7 +12,7 @@ import type { NotificationSettings } from '../config/notifications.js';
 export interface FailedDelivery {
   /** The BullMQ job id: what `retry` takes. */
   id: string;
-  /** `webpush`, `fcm`, `email`, `digest` or `digest-run`. */
+  /** `webpush`, `fcm`, `email`, `digest`, `digest-run`, `prune` or `notifier`. */
   kind: string;
   tenant: string | null;
   userId: string | null;

@@ -11,12 +11,13 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { NotificationSettings } from '../config/notifications.js';
 import type { Notification } from '../store/notifications.js';
 import type { EmailSender } from './email-sender.js';
-import type { FcmSender } from './fcm-sender.js';
+import { fcmPublicReason, type FcmOutcome, type FcmSender } from './fcm-sender.js';
 import type { NotificationMetrics } from './metrics.js';
 import type { NotifyStores } from './notifier.js';
 import { jobIdOf, type DeliveryJobData, type NotifyQueue, type PushKind } from './queue.js';
+import { pushPayload } from './push-payload.js';
 import { notificationEmail } from './templates.js';
-import { PermanentEmailError } from './email-sender.js';
+import { emailPublicReason, PermanentEmailError } from './email-sender.js';
 import type { WebPushSender } from './web-push-sender.js';
 
 export interface Senders {
@@ -31,29 +32,42 @@ export interface DeliveryDeps {
   queue: NotifyQueue;
   settings: Pick<NotificationSettings, 'email'>;
   metrics?: NotificationMetrics;
+  /** The worker log: the detail of failures (never stored where users see it). */
+  log?: (line: string) => void;
 }
 
 /** How a job ended when it did not throw. */
 export type DeliveryResult = 'sent' | 'already_sent' | 'no_target' | 'gone';
 
-/** Web push payloads stay well under the 4 KiB push services accept. */
-const MAX_PUSH_BODY = 500;
+/** One target's failure: what users may see (`reason`) and what only the worker log gets (`detail`). */
+interface Failure {
+  reason: string;
+  detail: string;
+}
 
-function pushPayload(n: Notification, unread: number): string {
-  const url = typeof n.data.url === 'string' && n.data.url.length <= 1024 ? n.data.url : undefined;
-  return JSON.stringify({
-    id: n.id,
-    title: n.title,
-    body: n.body.slice(0, MAX_PUSH_BODY),
-    channel: n.channel,
-    event: n.event,
-    event_id: n.eventId,
-    category: n.category,
-    priority: n.priority,
-    created_at: n.createdAt.toISOString(),
-    unread,
-    ...(url ? { url } : {}),
-  });
+/**
+ * A delivery that failed: its message is the user-safe reasons (what BullMQ keeps
+ * as the dead letter's reason), `detail` the network and server text for the log.
+ */
+export class DeliveryFailure extends Error {
+  readonly detail: string;
+  constructor(failures: readonly Failure[]) {
+    super([...new Set(failures.map((f) => f.reason))].join('; '));
+    this.name = 'DeliveryFailure';
+    this.detail = failures.map((f) => f.detail).join('; ');
+  }
+}
+
+const BLOCKED_REASON = 'the push endpoint is not a public address';
+
+/** The user-safe reason for an error of a `kind` delivery, and its detail. */
+function failureOf(err: unknown, kind: DeliveryJobData['kind']): Failure {
+  const detail = err instanceof Error ? err.message : String(err);
+  const known = (err as { publicReason?: unknown } | null)?.publicReason;
+  if (typeof known === 'string') return { reason: known, detail };
+  if (kind === 'email') return { reason: emailPublicReason(err), detail };
+  if (kind === 'fcm') return { reason: fcmPublicReason(err), detail };
+  return { reason: 'the push service could not be reached', detail };
 }
 
 const isFinal = (job: Job): boolean => job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -70,13 +84,17 @@ export class DeliveryProcessor {
     try {
       return d.kind === 'email' ? await this.email(job, n) : await this.push(job, n, d.kind);
     } catch (err) {
-      const final = isFinal(job) || err instanceof UnrecoverableError;
-      await this.setState(job, final ? 'failed' : 'queued', (err as Error).message);
+      const unrecoverable = err instanceof UnrecoverableError;
+      const failure = err instanceof DeliveryFailure ? { reason: err.message, detail: err.detail } : failureOf(unrecoverable && err.cause ? err.cause : err, d.kind);
+      this.deps.log?.(`streamgate worker: ${job.id}: attempt ${job.attemptsMade + 1}: ${failure.detail}`);
+      const final = isFinal(job) || unrecoverable;
+      await this.setState(job, final ? 'failed' : 'queued', failure.reason);
       if (final) {
         this.deps.metrics?.failed.inc({ channel: d.kind });
         if (d.kind !== 'email') await this.fallback(job);
       }
-      throw err;
+      // BullMQ keeps the message as the dead letter's reason: the user-safe one.
+      throw unrecoverable ? new UnrecoverableError(failure.reason) : new DeliveryFailure([failure]);
     }
   }
 
@@ -99,7 +117,8 @@ export class DeliveryProcessor {
     const { targets } = this.deps.stores;
     const done = new Set(d.done);
     const off = new Set(d.excludedDevices);
-    const errors: string[] = [];
+    const errors: Failure[] = [];
+    let blocked = 0;
     let reached = 0;
     const markDone = async (ids: string[]) => {
       for (const id of ids) done.add(id);
@@ -114,10 +133,15 @@ export class DeliveryProcessor {
         const payload = pushPayload(n, await this.deps.stores.notifications.unreadCount(d.tenant, d.userId));
         for (const s of subs) {
           try {
-            if ((await sender.send(s, payload, n.priority)) === 'gone') await targets.deleteWebPush(d.tenant, s.id);
-            else await markDone([s.id]);
+            const outcome = await sender.send(s, payload, n.priority);
+            // 404/410: the subscription expired or was unsubscribed.
+            if (outcome === 'gone') await targets.deleteWebPush(d.tenant, s.id);
+            else if (outcome === 'blocked') {
+              blocked++;
+              this.deps.log?.(`streamgate worker: ${job.id}: subscription ${s.id}: refused to connect: not a public address`);
+            } else await markDone([s.id]);
           } catch (err) {
-            errors.push((err as Error).message);
+            errors.push(failureOf(err, 'webpush'));
           }
         }
       }
@@ -125,34 +149,45 @@ export class DeliveryProcessor {
       const sender = this.deps.senders.fcm;
       const devices = sender ? (await targets.devicesFor(d.tenant, [d.userId])).filter((t) => !off.has(t.platform) && !done.has(t.id)) : [];
       if (sender && devices.length > 0) {
-        const outcomes = await sender.send(
-          devices.map((t) => t.token),
-          {
-            title: n.title,
-            body: n.body,
-            priority: n.priority,
-            data: { notification_id: n.id, channel: n.channel, event: n.event, event_id: n.eventId, category: n.category, priority: n.priority },
-          },
-        );
+        let outcomes: FcmOutcome[];
+        try {
+          outcomes = await sender.send(
+            devices.map((t) => t.token),
+            {
+              title: n.title,
+              body: n.body,
+              priority: n.priority,
+              data: { notification_id: n.id, channel: n.channel, event: n.event, event_id: n.eventId, category: n.category, priority: n.priority },
+            },
+          );
+        } catch (err) {
+          throw new DeliveryFailure([failureOf(err, 'fcm')]);
+        }
         const sent: string[] = [];
         for (let i = 0; i < devices.length; i++) {
           const outcome = outcomes[i];
           if (outcome === 'sent') sent.push(devices[i]!.id);
           else if (outcome === 'invalid') await targets.deleteDevice(d.tenant, devices[i]!.id);
-          else errors.push(outcome?.message ?? 'no answer from FCM');
+          else errors.push(outcome ? failureOf(outcome, 'fcm') : { reason: 'FCM did not answer', detail: 'no answer from FCM' });
         }
         if (sent.length) await markDone(sent);
       }
     }
 
-    if (errors.length > 0 && !isFinal(job)) throw new Error(errors.join('; '));
+    if (errors.length > 0 && !isFinal(job)) throw new DeliveryFailure(errors);
     if (done.size > 0) {
-      await this.setState(job, 'sent', errors.length ? errors.join('; ') : null);
+      if (errors.length > 0) {
+        const failure = new DeliveryFailure(errors);
+        this.deps.log?.(`streamgate worker: ${job.id}: sent, but some targets failed: ${failure.detail}`);
+        await this.setState(job, 'sent', failure.message);
+      } else {
+        await this.setState(job, 'sent', null);
+      }
       return 'sent';
     }
-    if (errors.length > 0) throw new Error(errors.join('; '));
-    // Every target was gone (or none was left): the push cannot reach the user.
-    await this.setState(job, 'no_target', reached === 0 ? 'no push target' : null);
+    if (errors.length > 0) throw new DeliveryFailure(errors);
+    // Every target was gone or refused (or none was left): the push cannot reach the user.
+    await this.setState(job, 'no_target', blocked > 0 ? BLOCKED_REASON : reached === 0 ? 'no push target' : null);
     await this.fallback(job);
     return 'no_target';
   }
@@ -189,7 +224,11 @@ export class DeliveryProcessor {
       await sender.send(prefs.email, notificationEmail(n, { baseUrl: this.deps.settings.email.base_url }));
     } catch (err) {
       // A 5xx answer will not change: straight to the dead-letter list.
-      if (err instanceof PermanentEmailError) throw new UnrecoverableError(err.message);
+      if (err instanceof PermanentEmailError) {
+        const unrecoverable = new UnrecoverableError(err.message);
+        unrecoverable.cause = err;
+        throw unrecoverable;
+      }
       throw err;
     }
     await this.setState(job, 'sent', null);

@@ -24,6 +24,14 @@ export class PermanentEmailError extends Error {
   }
 }
 
+/** A user-safe reason for an SMTP failure: the answer's code, never the server's text or network errors. */
+export function emailPublicReason(err: unknown): string {
+  const code = (err as { responseCode?: unknown } | null)?.responseCode;
+  return typeof code === 'number' && Number.isInteger(code) && code >= 100 && code < 1000
+    ? `the mail server refused the message (${code})`
+    : 'the mail server could not be reached';
+}
+
 /** Seconds before an unresponsive SMTP server counts as down. */
 const TIMEOUT_MS = 15_000;
 

@@ -28,8 +28,28 @@ export interface FcmMessage {
   priority: Priority;
 }
 
+/** An FCM answer other than success for one token: `message` is the detail, `publicReason` what users may see. */
+export class FcmSendError extends Error {
+  constructor(
+    message: string,
+    readonly publicReason: string,
+  ) {
+    super(message);
+    this.name = 'FcmSendError';
+  }
+}
+
 /** Per token: `sent`; `invalid` (unregistered or not a token: delete it); or the error, worth a retry. */
-export type FcmOutcome = 'sent' | 'invalid' | Error;
+export type FcmOutcome = 'sent' | 'invalid' | FcmSendError;
+
+/** `sendEach` takes at most this many messages. */
+export const FCM_BATCH_SIZE = 500;
+
+/** A user-safe reason for an FCM failure: FCM's error code, never network error text. */
+export function fcmPublicReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(messaging|app)\/[a-z0-9-]{1,64}$/.test(code) ? `FCM answered ${code}` : 'FCM could not be reached';
+}
 
 /** FCM's answers that mean the token will never work again. */
 const INVALID_TOKEN_CODES = new Set(['messaging/registration-token-not-registered', 'messaging/invalid-registration-token']);
@@ -67,23 +87,30 @@ export class FcmSender {
     return new FcmSender(app, messaging, appModule.deleteApp);
   }
 
-  /** Send one message to each token; the outcomes are in the tokens' order. */
+  /**
+   * Send one message to each token, `FCM_BATCH_SIZE` at a time; the outcomes are in
+   * the tokens' order. A batch that fails as a whole (no connection, refused
+   * credentials) rejects.
+   */
   async send(tokens: readonly string[], message: FcmMessage): Promise<FcmOutcome[]> {
-    if (tokens.length === 0) return [];
     const urgent = message.priority === 'emergency' || message.priority === 'high';
-    const messages: TokenMessage[] = tokens.map((token) => ({
-      token,
-      notification: { title: message.title, body: message.body },
-      data: message.data,
-      android: { priority: urgent ? 'high' : 'normal' },
-      apns: { headers: { 'apns-priority': urgent ? '10' : '5' } },
-    }));
-    const batch = await this.messaging.sendEach(messages);
-    return batch.responses.map((r) => {
-      if (r.success) return 'sent';
-      if (isInvalidToken(r.error)) return 'invalid';
-      return new Error(r.error ? `${r.error.code}: ${r.error.message}` : 'FCM refused the message');
-    });
+    const outcomes: FcmOutcome[] = [];
+    for (let i = 0; i < tokens.length; i += FCM_BATCH_SIZE) {
+      const messages: TokenMessage[] = tokens.slice(i, i + FCM_BATCH_SIZE).map((token) => ({
+        token,
+        notification: { title: message.title, body: message.body },
+        data: message.data,
+        android: { priority: urgent ? 'high' : 'normal' },
+        apns: { headers: { 'apns-priority': urgent ? '10' : '5' } },
+      }));
+      const batch = await this.messaging.sendEach(messages);
+      for (const r of batch.responses) {
+        if (r.success) outcomes.push('sent');
+        else if (isInvalidToken(r.error)) outcomes.push('invalid');
+        else outcomes.push(new FcmSendError(r.error ? `${r.error.code}: ${r.error.message}` : 'FCM refused the message', fcmPublicReason(r.error)));
+      }
+    }
+    return outcomes;
   }
 
   close(): Promise<void> {

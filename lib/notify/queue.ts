@@ -9,6 +9,7 @@
  */
 import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
 import type { NotificationSettings } from '../config/notifications.js';
+import type { LogEvent } from '../engine/engine.js';
 
 export const QUEUE_NAME = 'notifications';
 
@@ -42,7 +43,27 @@ export interface DigestRunData {
   kind: 'digest-run';
 }
 
-export type NotifyJobData = DeliveryJobData | DigestJobData | DigestRunData;
+/** The daily pruning of the notification history (`history_days`) and expired subscriptions. */
+export interface PruneJobData {
+  kind: 'prune';
+}
+
+/**
+ * A log entry the notifier gave up on (it failed `deliveries` times): a dead letter.
+ * Its first run only fails it (`stage: 'dead'`), so that it shows in the
+ * dead-letter list; run again by `retry`, it handles the event as the notifier would.
+ */
+export interface NotifierJobData {
+  kind: 'notifier';
+  tenant: string;
+  event: LogEvent;
+  /** Why the notifier gave up (its last error). */
+  reason: string;
+  deliveries: number;
+  stage: 'dead' | 'retry';
+}
+
+export type NotifyJobData = DeliveryJobData | DigestJobData | DigestRunData | PruneJobData | NotifierJobData;
 
 export type NotifyQueue = Queue<NotifyJobData>;
 
@@ -69,8 +90,13 @@ export function deliveryKey(tenant: string, channel: string, eventId: string, us
   return [tenant, channel, eventId, userId].map(encodeURIComponent).join('|');
 }
 
-export function jobIdOf(kind: DeliveryKind | 'digest', key: string): string {
+export function jobIdOf(kind: DeliveryKind | 'digest' | 'notifier', key: string): string {
   return `${kind}|${key}`;
+}
+
+/** The id of the dead letter of a log event the notifier gave up on. */
+export function notifierJobId(tenant: string, channel: string, eventId: string): string {
+  return jobIdOf('notifier', [tenant, channel, eventId].map(encodeURIComponent).join('|'));
 }
 
 /** The options BullMQ connections need: blocking commands must never give up. */

@@ -118,6 +118,13 @@ export async function recipientsOf(rule: NotificationRule, event: LogEvent, room
 const MAX_TITLE = 200;
 const MAX_BODY = 1000;
 
+/** The first `max` UTF-16 units of `s`, never ending in half a surrogate pair. */
+function cut(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const last = s.charCodeAt(max - 1);
+  return s.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
 function text(value: unknown): string | null {
   return typeof value === 'string' && value.trim() ? value.trim() : null;
 }
@@ -132,5 +139,5 @@ export function describe(event: LogEvent, data: Record<string, unknown>, reason:
     text(data.title) ??
     (reason === 'mention' ? `${who ?? 'Someone'} mentioned you in ${event.channel}` : `${event.event} in ${event.channel}${who ? ` from ${who}` : ''}`);
   const body = text(data.body) ?? text(data.text) ?? '';
-  return { title: title.slice(0, MAX_TITLE), body: body.slice(0, MAX_BODY) };
+  return { title: cut(title, MAX_TITLE), body: cut(body, MAX_BODY) };
 }

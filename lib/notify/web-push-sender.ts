@@ -7,6 +7,7 @@ import webpush from 'web-push';
 import type { VapidCredentials } from '../config/notifications.js';
 import type { Priority } from '../protocol/frames.js';
 import type { WebPushSubscription } from '../store/push-targets.js';
+import { BlockedAddressError } from './address-guard.js';
 
 export interface WebPushSenderOptions {
   vapid: VapidCredentials;
@@ -16,14 +17,23 @@ export interface WebPushSenderOptions {
   timeoutMs?: number;
 }
 
-/** `sent`, or `gone`: the push service no longer knows the subscription (404/410): delete it. */
-export type WebPushOutcome = 'sent' | 'gone';
+/**
+ * `sent`; `gone`: the push service no longer knows the subscription (404/410, it
+ * expired or was unsubscribed): delete it; `blocked`: the endpoint is not a public
+ * address (or port) and is never posted to.
+ */
+export type WebPushOutcome = 'sent' | 'gone' | 'blocked';
 
-/** A push service's answer other than 2xx, 404 and 410: worth a retry. */
+/**
+ * A push service's answer other than 2xx, 404 and 410, or no answer: worth a retry.
+ * `message` holds the detail (for the worker log); `publicReason` is what users may
+ * see, never network error text.
+ */
 export class PushServiceError extends Error {
   constructor(
     message: string,
     readonly statusCode: number | null,
+    readonly publicReason: string,
   ) {
     super(message);
     this.name = 'PushServiceError';
@@ -57,10 +67,16 @@ export class WebPushSender {
       });
       return 'sent';
     } catch (err) {
+      if (err instanceof BlockedAddressError || (err as { code?: unknown }).code === 'ERR_NOTIFY_BLOCKED_ADDRESS') return 'blocked';
       const status = (err as { statusCode?: unknown }).statusCode;
       if (status === 404 || status === 410) return 'gone';
       const code = typeof status === 'number' ? status : null;
-      throw new PushServiceError(`web push to ${new URL(subscription.endpoint).host} failed: ${code ? `HTTP ${code}` : (err as Error).message}`, code);
+      const host = new URL(subscription.endpoint).host;
+      throw new PushServiceError(
+        `web push to ${host} failed: ${code ? `HTTP ${code}` : (err as Error).message}`,
+        code,
+        code ? `the push service answered HTTP ${code}` : 'the push service could not be reached',
+      );
     }
   }
 }

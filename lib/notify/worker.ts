@@ -1,13 +1,14 @@
 /**
  * `streamgate worker`: the notifier (consumer group → BullMQ) and the BullMQ worker
- * that sends (web push, FCM, email, daily digest), in one process. `close()` stops
+ * that sends (web push, FCM, email, daily digest) and prunes the history, in one process. `close()` stops
  * both within a few seconds: the notifier finishes its batch, the BullMQ worker its
  * jobs in flight (past `closeTimeoutMs` they are abandoned, and BullMQ hands them to
  * another worker once their lock expires).
  */
 import type { Agent } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Worker, type Job } from 'bullmq';
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { Registry } from 'prom-client';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
@@ -27,8 +28,10 @@ import { Digest, scheduleDigest } from './digest.js';
 import { EmailSender } from './email-sender.js';
 import { FcmSender, type FcmSenderOptions } from './fcm-sender.js';
 import { NotificationMetrics } from './metrics.js';
-import { Notifier, type NotifierOptions, type NotifyStores } from './notifier.js';
-import { bullPrefix, connectionOptions, createQueue, QUEUE_NAME, type DeliveryJobData, type DigestJobData, type NotifyJobData, type NotifyQueue } from './queue.js';
+import { Notifier, NOTIFIER_GROUP, type NotifierOptions, type NotifyStores } from './notifier.js';
+import { RedisNotifierGroup } from './notifier-group.js';
+import { bullPrefix, connectionOptions, createQueue, QUEUE_NAME, type DeliveryJobData, type DigestJobData, type NotifierJobData, type NotifyJobData, type NotifyQueue } from './queue.js';
+import { prune, schedulePrune } from './retention.js';
 import type { RoomMembers } from './rules.js';
 import { WebPushSender } from './web-push-sender.js';
 
@@ -53,7 +56,7 @@ export interface WorkerDeps {
     fcm?: FcmSenderOptions;
     smtp?: string | SMTPTransport.Options;
   };
-  notifier?: Partial<Pick<NotifierOptions, 'consumer' | 'batchSize' | 'blockMs' | 'claimIdleMs' | 'claimIntervalMs'>>;
+  notifier?: Partial<Pick<NotifierOptions, 'consumer' | 'batchSize' | 'blockMs' | 'claimIdleMs' | 'claimIntervalMs' | 'maxDeliveries' | 'idleConsumerMs'>>;
   /** Jobs sent at once. @default 10 */
   concurrency?: number;
   /** Run the notifier here. @default true */
@@ -77,8 +80,9 @@ const message = (err: unknown): string => (err instanceof Error ? err.message : 
 async function makeSenders(deps: WorkerDeps): Promise<Senders> {
   const { notifications } = deps.config;
   const creds = notifications.credentials;
-  const webPushAgent = deps.transports?.webPushAgent ?? pushAgent(creds);
-  const webpush = creds.vapid ? new WebPushSender({ vapid: creds.vapid, ...(webPushAgent ? { agent: webPushAgent } : {}) }) : null;
+  // Connects to public addresses only (port 443 only in production), unless NOTIFY_ALLOW_PRIVATE_ENDPOINTS.
+  const webPushAgent = deps.transports?.webPushAgent ?? pushAgent(creds, { production: deps.config.nodeEnv === 'production' });
+  const webpush = creds.vapid ? new WebPushSender({ vapid: creds.vapid, agent: webPushAgent }) : null;
   let fcm: FcmSender | null = null;
   if (deps.transports?.fcm) {
     fcm = await FcmSender.create(deps.transports.fcm);
@@ -146,27 +150,52 @@ export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
     cleanup.push(() => senders.email?.close());
     cleanup.push(() => senders.fcm?.close());
 
+    // Delivery counts, idle refresh and consumer cleanup of the notifier group, on the engine's shard logs.
+    let group: RedisNotifierGroup | undefined;
+    if (engine.kind === 'redis' && (deps.runNotifier ?? true)) {
+      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true });
+      redis.on('error', () => undefined);
+      cleanup.push(() => {
+        redis.disconnect();
+      });
+      await redis.connect();
+      group = new RedisNotifierGroup(redis, config.redis.key_prefix, config.redis.shards, NOTIFIER_GROUP);
+    }
+    const notifierOptions: NotifierOptions = {
+      engine,
+      stores,
+      settings,
+      queue,
+      metrics,
+      senders: { webpush: senders.webpush !== null, fcm: senders.fcm !== null, email: senders.email !== null },
+      ...(deps.now ? { now: deps.now } : {}),
+      ...(group ? { group } : {}),
+      ...deps.notifier,
+      onError: (err) => log(`streamgate worker: notifier: ${message(err)}`),
+    };
+
     let notifier: Notifier | null = null;
     if (deps.runNotifier ?? true) {
-      notifier = new Notifier({
-        engine,
-        stores,
-        settings,
-        queue,
-        metrics,
-        senders: { webpush: senders.webpush !== null, fcm: senders.fcm !== null, email: senders.email !== null },
-        ...(deps.now ? { now: deps.now } : {}),
-        ...deps.notifier,
-        onError: (err) => log(`streamgate worker: notifier: ${message(err)}`),
-      });
+      notifier = new Notifier(notifierOptions);
       await notifier.start();
       const n = notifier;
       cleanup.push(() => n.stop());
     }
 
     if (deps.runSenders ?? true) {
-      const processor = new DeliveryProcessor({ stores, senders, queue, settings, metrics });
+      const processor = new DeliveryProcessor({ stores, senders, queue, settings, metrics, log });
       const digest = new Digest({ stores, queue, email: senders.email, settings, metrics, ...(deps.now ? { now: deps.now } : {}) });
+      // Dead letters of the notifier, run again by `retry`: handled as the notifier would (never started here).
+      const handler = notifier ?? new Notifier(notifierOptions);
+      const notifierJob = async (job: Job<NotifierJobData>) => {
+        if (job.data.stage === 'dead') {
+          // First run: only into the dead-letter list, with the notifier's reason.
+          await job.updateData({ ...job.data, stage: 'retry' });
+          throw new UnrecoverableError(`the notifier gave up after ${job.data.deliveries} deliveries: ${job.data.reason}`);
+        }
+        await handler.handle(job.data.event);
+        return 'handled';
+      };
       const worker = new Worker<NotifyJobData>(
         QUEUE_NAME,
         async (job: Job<NotifyJobData>) => {
@@ -179,6 +208,15 @@ export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
               return digest.run();
             case 'digest':
               return digest.send(job as Job<DigestJobData>);
+            case 'prune': {
+              const pruned = await prune(stores, settings, (deps.now ?? Date.now)());
+              if (pruned.notifications || pruned.subscriptions) {
+                log(`streamgate worker: pruned ${pruned.notifications} notifications older than ${settings.history_days} days and ${pruned.subscriptions} expired subscriptions`);
+              }
+              return pruned;
+            }
+            case 'notifier':
+              return notifierJob(job as Job<NotifierJobData>);
           }
         },
         { connection: connectionOptions(config.redisUrl), prefix: connection.prefix, concurrency: deps.concurrency ?? 10 },
@@ -195,6 +233,7 @@ export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
       });
       await worker.waitUntilReady();
       await scheduleDigest(queue, settings.digest);
+      await schedulePrune(queue);
     }
 
     let closing: Promise<void> | null = null;

@@ -148,19 +148,17 @@ export class NotificationStore {
 
   /**
    * Store notifications, each once: rows whose id exists already are left as they
-   * are. Resolves with every row (new or found) and the ids that were new.
+   * are. Resolves with every row (new or found) and the ids that were new, as the
+   * insert itself reports them (`ON CONFLICT DO NOTHING RETURNING id`), so two
+   * notifiers storing the same rows at once never both count them as new.
    */
   async record(items: readonly NewNotification[]): Promise<{ notifications: Notification[]; created: Set<string> }> {
     if (items.length === 0) return { notifications: [], created: new Set() };
-    const withIds = items.map((n) => ({ n, id: notificationId(n.tenant, n.channel, n.eventId, n.userId) }));
-    const existing = new Set<string>();
+    const byId = new Map(items.map((n) => [notificationId(n.tenant, n.channel, n.eventId, n.userId), n]));
+    const withIds = [...byId].map(([id, n]) => ({ n, id }));
+    const created = new Set<string>();
     for (const part of chunks(withIds, INSERT_CHUNK)) {
-      const rows: Array<{ id: string }> = await this.knex('notifications').select('id').whereIn('id', part.map((p) => p.id));
-      for (const r of rows) existing.add(r.id);
-    }
-    const fresh = withIds.filter((p) => !existing.has(p.id));
-    for (const part of chunks(fresh, INSERT_CHUNK)) {
-      await this.knex('notifications')
+      const inserted: Array<{ id: string } | string> = await this.knex('notifications')
         .insert(
           part.map(({ n, id }) => ({
             id,
@@ -179,14 +177,16 @@ export class NotificationStore {
           })),
         )
         .onConflict('id')
-        .ignore();
+        .ignore()
+        .returning('id');
+      for (const r of inserted) created.add(typeof r === 'string' ? r : r.id);
     }
     const notifications: Notification[] = [];
     for (const part of chunks(withIds, INSERT_CHUNK)) {
       const rows: NotificationRow[] = await this.knex('notifications').select('*').whereIn('id', part.map((p) => p.id));
       notifications.push(...rows.map(toNotification));
     }
-    return { notifications, created: new Set(fresh.map((p) => p.id)) };
+    return { notifications, created };
   }
 
   /** One notification (of `userId` when given), with its delivery states. */
@@ -300,6 +300,29 @@ export class NotificationStore {
       }
     }
     return out;
+  }
+
+  /**
+   * Delete notifications (and their delivery states) created before `before`,
+   * `batch` rows at a time, at most `maxBatches` times; resolves with how many.
+   */
+  async pruneBefore(before: Date, options: { batch?: number; maxBatches?: number } = {}): Promise<number> {
+    const batch = Math.max(1, Math.min(5000, Math.floor(options.batch ?? 1000)));
+    const maxBatches = Math.max(1, Math.floor(options.maxBatches ?? 10_000));
+    let deleted = 0;
+    for (let round = 0; round < maxBatches; round++) {
+      const rows: Array<{ tenant: string; id: string }> = await this.knex('notifications').select('tenant', 'id').where('created_at', '<', before).orderBy('created_at').limit(batch);
+      if (rows.length === 0) break;
+      const ids = rows.map((r) => r.id);
+      await this.knex.transaction(async (trx) => {
+        for (const part of chunks(ids, INSERT_CHUNK)) {
+          await trx('notification_deliveries').whereIn('notification_id', part).delete();
+          deleted += Number(await trx('notifications').whereIn('id', part).delete());
+        }
+      });
+      if (rows.length < batch) break;
+    }
+    return deleted;
   }
 
   /**

@@ -2,7 +2,8 @@
  * Where pushes go: web push subscriptions (a push service endpoint and the browser's
  * keys) and FCM device tokens. Each endpoint or token belongs to one user of a
  * tenant: registering it again (another user signing in on the same browser or
- * phone) moves it to the new user.
+ * phone) moves it to the new user. A user keeps at most `maxPerUser` of each
+ * (default 20): registering one more removes the least recently registered.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
@@ -54,7 +55,11 @@ export interface PushTargetStoreOptions {
    * @default false
    */
   allowPrivateEndpoints?: boolean;
+  /** Web push subscriptions, and FCM tokens, a user keeps; more evict the least recently registered. @default 20 */
+  maxPerUser?: number;
 }
+
+export const DEFAULT_MAX_TARGETS_PER_USER = 20;
 
 export const MAX_ENDPOINT_LENGTH = 2048;
 export const MAX_TOKEN_LENGTH = 4096;
@@ -119,12 +124,30 @@ function toDevice(r: DeviceRow): DeviceToken {
 
 export class PushTargetStore {
   private readonly allowPrivate: boolean;
+  private readonly maxPerUser: number;
 
   constructor(
     private readonly knex: Knex,
     options: PushTargetStoreOptions = {},
   ) {
     this.allowPrivate = options.allowPrivateEndpoints ?? false;
+    this.maxPerUser = Math.max(1, Math.floor(options.maxPerUser ?? DEFAULT_MAX_TARGETS_PER_USER));
+  }
+
+  /**
+   * Keep the user's `maxPerUser` most recently registered rows of `table` (`keep`
+   * always among them); delete the others. Resolves with how many were deleted.
+   */
+  private async evict(table: 'push_subscriptions' | 'device_tokens', tenant: string, userId: string, keep: string): Promise<number> {
+    const rows: Array<{ id: string }> = await this.knex(table)
+      .select('id')
+      .where({ tenant, user_id: userId })
+      .whereNot({ id: keep })
+      .orderBy([{ column: 'updated_at', order: 'desc' }, { column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }])
+      .offset(this.maxPerUser - 1)
+      .limit(1000);
+    if (rows.length === 0) return 0;
+    return Number(await this.knex(table).where({ tenant, user_id: userId }).whereIn('id', rows.map((r) => r.id)).delete());
   }
 
   /** Validate a subscription (`bad_request` naming the field). */
@@ -165,6 +188,7 @@ export class PushTargetStore {
       .onConflict(['tenant', 'endpoint_hash'])
       .merge(values);
     const row: SubscriptionRow = await this.knex('push_subscriptions').first('*').where({ tenant, endpoint_hash: endpointHash });
+    await this.evict('push_subscriptions', tenant, userId, row.id);
     return toSubscription(row);
   }
 
@@ -177,6 +201,11 @@ export class PushTargetStore {
   /** Delete a subscription its push service no longer knows (404/410). */
   async deleteWebPush(tenant: string, id: string): Promise<boolean> {
     return Number(await this.knex('push_subscriptions').where({ tenant, id }).delete()) > 0;
+  }
+
+  /** Delete subscriptions past their `expirationTime` (every tenant); resolves with how many. */
+  async deleteExpiredWebPush(now: Date = new Date()): Promise<number> {
+    return Number(await this.knex('push_subscriptions').whereNotNull('expires_at').andWhere('expires_at', '<=', now).delete());
   }
 
   /** The subscriptions of these users, oldest first; expired ones are left out. */
@@ -213,6 +242,7 @@ export class PushTargetStore {
       .onConflict(['tenant', 'token_hash'])
       .merge(values);
     const row: DeviceRow = await this.knex('device_tokens').first('*').where({ tenant, token_hash: tokenHash });
+    await this.evict('device_tokens', tenant, userId, row.id);
     return toDevice(row);
   }
 

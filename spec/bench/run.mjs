@@ -129,6 +129,8 @@ let stopping = false;
 
 function track(child) {
   children.add(child);
+  // A spawn failure is reported by whoever waits for the child; it must not crash the rig.
+  child.on('error', () => undefined);
   child.once('exit', () => children.delete(child));
   return child;
 }
@@ -509,10 +511,14 @@ async function idleStep(ctx) {
     const s1 = snapshot(groups());
     const rssConnected = rssKiB(pid);
     let rssPeak = rssConnected;
-    const holdEnd = performance.now() + o.idleSeconds * 1000;
+    const rssSeries = [];
+    const holdStart = performance.now();
+    const holdEnd = holdStart + o.idleSeconds * 1000;
     while (performance.now() < holdEnd) {
       await sleep(Math.min(5000, holdEnd - performance.now()));
-      rssPeak = Math.max(rssPeak, rssKiB(pid) ?? 0);
+      const rss = rssKiB(pid) ?? 0;
+      rssSeries.push([Math.round((performance.now() - holdStart) / 1000), rss]);
+      rssPeak = Math.max(rssPeak, rss);
     }
     const s2 = snapshot(groups());
     const rssAfter = rssKiB(pid);
@@ -539,6 +545,7 @@ async function idleStep(ctx) {
       detail: {
         connections: M,
         rssKiB: { before: rssBefore, connected: rssConnected, peak: rssPeak, after: rssAfter },
+        rssDuringHoldKiB: rssSeries,
         pingsAnswered: status.pings,
         closeCodes: status.closeCodes,
         probePublished: pr.ok,
@@ -623,7 +630,7 @@ const FIGURES = {
     ['duplicates', 'duplicate deliveries', 0],
     ['cpuPerDeliveryUs', 'server CPU / delivery (µs)', 1],
     ['serverCores', 'server CPU, nodes+redis (cores)', 2],
-    ['nodeACores', '  of which node A, HTTP publishes (cores)', 2],
+    ['nodeACores', '  of which node A (cores)', 2],
     ['redisCores', '  of which redis (cores)', 2],
     ['loadgenCores', 'load generator CPU (cores)', 2],
     ['publisherCores', 'publisher CPU (cores)', 2],

@@ -4,18 +4,26 @@
  * loopback stand-ins of a web push service, FCM and an SMTP server.
  */
 import { expect } from 'chai';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
-import type { VapidCredentials } from '../../lib/config/notifications.js';
+import type { NotificationCredentials, VapidCredentials } from '../../lib/config/notifications.js';
 import type { PublishRequest } from '../../lib/engine/engine.js';
+import { EngineKeys } from '../../lib/engine/keys.js';
 import { listFailed, retryFailed } from '../../lib/notify/dead-letters.js';
-import { Notifier, NOTIFIER_GROUP, NOTIFICATION_CREATED } from '../../lib/notify/notifier.js';
+import { Notifier, NOTIFIER_GROUP, NOTIFICATION_CREATED, type NotifierOptions } from '../../lib/notify/notifier.js';
+import { RedisNotifierGroup } from '../../lib/notify/notifier-group.js';
+import { MAX_PUSH_PAYLOAD_BYTES } from '../../lib/notify/push-payload.js';
 import { bullPrefix, createQueue } from '../../lib/notify/queue.js';
+import { PRUNE_SCHEDULER_ID } from '../../lib/notify/retention.js';
+import type { RoomMembers } from '../../lib/notify/rules.js';
 import { generateVapidKeys } from '../../lib/notify/vapid.js';
-import { runWorker, type RunningWorker } from '../../lib/notify/worker.js';
+import { runWorker, type RunningWorker, type WorkerDeps } from '../../lib/notify/worker.js';
 import type { Priority } from '../../lib/protocol/frames.js';
+import { notificationJson } from '../../lib/store/notifications.js';
 import { databases, type TestDatabase } from '../support/databases.js';
 import { FakeFcm } from '../support/fcm-server.js';
-import { eventually, openNotifyEnv, type NotifyEnv } from '../support/notify.js';
+import { eventually, openNotifyEnv, SHARDS, type NotifyEnv } from '../support/notify.js';
 import { FakePushService, type TestSubscription } from '../support/push-service.js';
 import { SmtpSink } from '../support/smtp-sink.js';
 import { testPki } from '../support/test-ca.js';
@@ -35,6 +43,10 @@ describe('notification pipeline', function () {
   let registry: Registry;
   /** The notifier's clock; null: the real one. */
   let clock: number | null;
+  /** The worker log. */
+  let logs: string[];
+  /** More workers a test started, closed after it. */
+  let others: RunningWorker[];
 
   before(async () => {
     const pki = testPki();
@@ -52,10 +64,13 @@ describe('notification pipeline', function () {
     worker = null;
     registry = new Registry();
     clock = null;
+    logs = [];
+    others = [];
   });
 
   afterEach(async () => {
     try {
+      for (const w of others) await w.close();
       await worker?.close();
     } finally {
       await env.close();
@@ -63,21 +78,34 @@ describe('notification pipeline', function () {
     }
   });
 
-  async function start(override: unknown = {}): Promise<RunningWorker> {
-    worker = await runWorker({
-      config: env.config({ retry: { attempts: 2, backoff_ms: 50 }, ...(override as object) }, { vapid, smtpUrl: smtp.url }),
+  interface StartOptions {
+    /** The worker's own web push agent (the address check) instead of the test's, which trusts loopback. */
+    guarded?: boolean;
+    credentials?: Partial<NotificationCredentials>;
+    rooms?: RoomMembers;
+    notifier?: WorkerDeps['notifier'];
+    registry?: Registry;
+  }
+
+  function workerDeps(override: unknown = {}, o: StartOptions = {}): WorkerDeps {
+    return {
+      config: env.config({ retry: { attempts: 2, backoff_ms: 50 }, ...(override as object) }, { vapid, smtpUrl: smtp.url, ...o.credentials }),
       engine: env.engine,
-      store: { knex: env.knex, rooms: env.rooms },
-      registry,
+      store: { knex: env.knex, rooms: o.rooms ?? env.rooms },
+      registry: o.registry ?? registry,
       now: () => clock ?? Date.now(),
       transports: {
-        webPushAgent: push.agent(),
+        ...(o.guarded ? {} : { webPushAgent: push.agent() }),
         fcm: { credential: fcm.credential(), projectId: fcm.projectId, httpAgent: fcm.httpAgent(), legacyHttpTransport: true },
       },
-      notifier: { blockMs: 100, claimIdleMs: 300, claimIntervalMs: 100 },
+      notifier: { blockMs: 100, claimIdleMs: 300, claimIntervalMs: 100, ...o.notifier },
       closeTimeoutMs: 2000,
-      log: () => undefined,
-    });
+      log: (line) => logs.push(line),
+    };
+  }
+
+  async function start(override: unknown = {}, o: StartOptions = {}): Promise<RunningWorker> {
+    worker = await runWorker(workerDeps(override, o));
     return worker;
   }
 
@@ -97,11 +125,11 @@ describe('notification pipeline', function () {
     return (metric?.values.find((v) => v.labels.channel === channel)?.value as number | undefined) ?? 0;
   };
 
-  /** Waits until BullMQ has nothing waiting, active or delayed (but the digest scheduler's next run). */
+  /** Waits until BullMQ has nothing waiting, active or delayed (but the schedulers' next runs). */
   async function settled(w: RunningWorker): Promise<void> {
     await eventually(async () => {
       const c = await w.queue.getJobCounts('waiting', 'active', 'prioritized');
-      const delayed = (await w.queue.getDelayed()).filter((j) => j.name !== 'digest-run');
+      const delayed = (await w.queue.getDelayed()).filter((j) => j.name !== 'digest-run' && j.name !== 'prune');
       return Object.values(c).every((n) => n === 0) && delayed.length === 0;
     }, 'an idle queue');
   }
@@ -170,8 +198,9 @@ describe('notification pipeline', function () {
     expect((await env.stores.notifications.list(TENANT, 'ann')).notifications).to.have.length(4);
   });
 
-  it('skips users who are online, unless the event is an emergency', async () => {
+  it('stores and announces for users who are online, but sends them no push or email unless the event is an emergency', async () => {
     const sub = await subscribe('ann');
+    await env.stores.preferences.update(TENANT, 'ann', { email: 'ann-online@example.com' });
     await env.engine.connectionsTouch([{ tenant: TENANT, connectionId: 'c1', userId: 'ann' }], 60_000);
     await start();
     await publish('user:ann', 'chat.message', { title: 'while online' });
@@ -180,8 +209,17 @@ describe('notification pipeline', function () {
     await settled(worker!);
     expect(pushesTo(sub).map((r) => (JSON.parse(r.payload) as { title: string }).title)).to.deep.equal(['fire']);
     expect(pushesTo(sub)[0]!.urgency).to.equal('high');
+    expect(mailsTo('ann-online@example.com')).to.have.length(0);
+    // Both are in the history and the badge, and both were announced on user:ann.
     const stored = (await env.stores.notifications.list(TENANT, 'ann')).notifications;
-    expect(stored.map((n) => n.title)).to.deep.equal(['fire']);
+    expect(stored.map((n) => n.title).sort()).to.deep.equal(['fire', 'while online']);
+    const online = stored.find((n) => n.title === 'while online')!;
+    expect(online.delivery.push).to.include({ state: 'suppressed', error: 'user online' });
+    expect(online.delivery.webpush).to.equal(undefined);
+    expect(await env.stores.notifications.unreadCount(TENANT, 'ann')).to.equal(2);
+    const announced = (await env.engine.history(TENANT, 'user:ann', { limit: 10 })).events.filter((e) => e.event === NOTIFICATION_CREATED);
+    expect(announced.map((e) => (JSON.parse(e.dataJson) as { title: string }).title)).to.deep.equal(['while online', 'fire']);
+    expect(await counter('streamgate_notifications_sent_total', 'in_app')).to.equal(2);
   });
 
   it('tells room members and mentioned members, never the publisher, by email when they have no push target', async () => {
@@ -265,6 +303,17 @@ describe('notification pipeline', function () {
     expect((await env.stores.notifications.list(TENANT, 'chan')).notifications).to.have.length(1);
   });
 
+  it('deletes a subscription its push service answers 404 (expired)', async () => {
+    const sub = await subscribe('eli');
+    const kept = await subscribe('eli');
+    push.respondWith(sub.id, 404);
+    await start();
+    await publish('user:eli', 'invoice.paid', { title: 'expired' });
+    await eventually(() => pushesTo(kept).length === 1, 'the push to the other subscription');
+    await eventually(async () => (await env.stores.targets.webPushFor(TENANT, ['eli'])).length === 1, 'the expired one deleted');
+    expect((await env.stores.targets.webPushFor(TENANT, ['eli'])).map((t) => t.endpoint)).to.deep.equal([kept.endpoint]);
+  });
+
   it('deletes a subscription its push service answers 410, and emails instead', async () => {
     const sub = await subscribe('eve');
     push.respondWith(sub.id, 410);
@@ -297,6 +346,258 @@ describe('notification pipeline', function () {
     expect(n.delivery.fcm?.state).to.equal('sent');
   });
 
+  it('deletes an FCM token answered INVALID_ARGUMENT (not a registration token)', async () => {
+    const good = await env.stores.targets.addDevice(TENANT, 'cid', 'tok-good-2', 'android');
+    await env.stores.targets.addDevice(TENANT, 'cid', 'tok-bad-2', 'android');
+    fcm.invalid.add('tok-bad-2');
+    await start();
+    await publish('user:cid', 'ride.arrived', { title: 'Here' });
+    await eventually(() => fcm.received.find((m) => m.token === 'tok-good-2'), 'the FCM message');
+    await eventually(async () => (await env.stores.targets.devicesFor(TENANT, ['cid'])).length === 1, 'the invalid token deleted');
+    expect((await env.stores.targets.devicesFor(TENANT, ['cid'])).map((d) => d.id)).to.deep.equal([good.id]);
+    expect(fcm.received.filter((m) => m.token === 'tok-bad-2')).to.have.length(0);
+  });
+
+  it('never posts to an endpoint that resolves to a loopback or private address; emails instead and keeps the subscription', async () => {
+    const sub = push.subscribe('localhost');
+    await env.stores.targets.addWebPush(TENANT, 'gus', { endpoint: sub.endpoint, p256dh: sub.p256dh, auth: sub.auth });
+    await env.stores.preferences.update(TENANT, 'gus', { email: 'gus@example.com' });
+    // The worker's own agent, trusting the test CA: only the address check stands in the way.
+    await start({}, { guarded: true, credentials: { extraCa: testPki().ca } });
+    await publish('user:gus', 'invoice.paid', { title: 'internal' });
+    await eventually(() => mailsTo('gus@example.com').length === 1, 'the fallback email');
+    expect(pushesTo(sub)).to.have.length(0);
+    const [n] = (await env.stores.notifications.list(TENANT, 'gus')).notifications;
+    expect(n!.delivery.webpush).to.include({ state: 'no_target', error: 'the push endpoint is not a public address' });
+    expect(await env.stores.targets.webPushFor(TENANT, ['gus'])).to.have.length(1);
+  });
+
+  it('posts to loopback endpoints with the NOTIFY_ALLOW_PRIVATE_ENDPOINTS hook', async () => {
+    const sub = push.subscribe('localhost');
+    await env.stores.targets.addWebPush(TENANT, 'hap', { endpoint: sub.endpoint, p256dh: sub.p256dh, auth: sub.auth });
+    await start({}, { guarded: true, credentials: { extraCa: testPki().ca, allowPrivateEndpoints: true } });
+    await publish('user:hap', 'invoice.paid', { title: 'allowed' });
+    await eventually(() => pushesTo(sub).length === 1, 'the push');
+  });
+
+  it('keeps network error text out of delivery.error, notification.created and the dead letter; the worker log has it', async () => {
+    const sub = push.subscribe();
+    await env.stores.targets.addWebPush(TENANT, 'ida', { endpoint: 'https://127.0.0.1:1/push/nothing-listens', p256dh: sub.p256dh, auth: sub.auth });
+    const w = await start();
+    await publish('user:ida', 'invoice.paid', { title: 'unreachable' });
+    const [dead] = await eventually(async () => ((await listFailed(w.queue)).failed.length ? (await listFailed(w.queue)).failed : undefined), 'the dead letter');
+    expect(dead!.reason).to.equal('the push service could not be reached');
+    const [n] = (await env.stores.notifications.list(TENANT, 'ida')).notifications;
+    expect(n!.delivery.webpush).to.include({ state: 'failed', attempts: 2, error: 'the push service could not be reached' });
+    const exposed = JSON.stringify(notificationJson(n!)) + JSON.stringify((await env.engine.history(TENANT, 'user:ida', { limit: 10 })).events);
+    expect(exposed).to.not.match(/ECONNREFUSED|127\.0\.0\.1:1|connect /);
+    expect(logs.join('\n')).to.match(/ECONNREFUSED/);
+  });
+
+  it('keeps web push payloads under the size limit, in bytes', async () => {
+    const sub = await subscribe('jay');
+    await start();
+    // Stored as 200 + 1000 characters: 600 + 3000 bytes of UTF-8.
+    await publish('user:jay', 'note', { title: '見出し'.repeat(300), body: '漢'.repeat(5000), url: 'https://app.example.com/n/1' });
+    const [received] = await eventually(() => (pushesTo(sub).length ? pushesTo(sub) : undefined), 'the push');
+    expect(Buffer.byteLength(received!.payload)).to.be.at.most(MAX_PUSH_PAYLOAD_BYTES);
+    const payload = JSON.parse(received!.payload) as { title: string; body: string; url: string };
+    expect(payload.url).to.equal('https://app.example.com/n/1');
+    expect(payload.body.endsWith('…')).to.equal(true);
+    expect(payload.body.length).to.be.greaterThan(500);
+  });
+
+  it('gives up on a log entry that keeps failing: acknowledges it, lists it as a dead letter, and retry handles it', async () => {
+    const room = await env.rooms.create(TENANT, { name: 'Poison' }, 'ann');
+    await env.rooms.addMember(TENANT, room.id, 'bob', 'member', 'ann');
+    const sub = await subscribe('bob');
+    let broken = true;
+    let calls = 0;
+    const rooms: RoomMembers = {
+      members: async (tenant, id) => {
+        if (id === room.id) {
+          calls++;
+          if (broken) throw new Error('rooms unavailable');
+        }
+        return env.rooms.members(tenant, id);
+      },
+    };
+    const w = await start({}, { rooms, notifier: { claimIdleMs: 100, claimIntervalMs: 50, maxDeliveries: 3 } });
+    const e = await publish(`room:${room.id}`, 'message.created', { text: 'hello' }, { publisher: { id: 'ann', name: 'Ann' } });
+    const { failed } = await eventually(async () => {
+      const l = await listFailed(w.queue);
+      return l.total === 1 ? l : undefined;
+    }, 'the dead letter');
+    expect(failed[0]).to.include({ kind: 'notifier', tenant: TENANT, userId: null });
+    expect(failed[0]!.id).to.equal(`notifier|${TENANT}|${encodeURIComponent(`room:${room.id}`)}|${e.id}`);
+    expect(failed[0]!.reason).to.equal('the notifier gave up after 3 deliveries: rooms unavailable');
+    expect(calls).to.equal(3);
+    // Acknowledged: nothing pending, and it is not tried again.
+    await sleep(400);
+    expect(calls).to.equal(3);
+    expect(await env.engine.claimStale(NOTIFIER_GROUP, 'probe', { minIdleMs: 0 })).to.deep.equal([]);
+    expect(pushesTo(sub)).to.have.length(0);
+
+    broken = false;
+    expect(await retryFailed(w.queue, failed[0]!.id)).to.equal(1);
+    await eventually(() => pushesTo(sub).length === 1, 'the push after the retry');
+    expect((JSON.parse(pushesTo(sub)[0]!.payload) as { event_id: string }).event_id).to.equal(e.id);
+    await eventually(async () => (await listFailed(w.queue)).total === 0, 'an empty dead-letter list');
+    expect((await env.stores.notifications.list(TENANT, 'bob')).notifications).to.have.length(1);
+  });
+
+  it('sends once when two live workers race on the same group', async () => {
+    const users = ['u1', 'u2', 'u3'];
+    const subs = new Map<string, TestSubscription>();
+    for (const u of users) subs.set(u, await subscribe(u));
+    // Slow handling and a short claim time: the workers step on each other's entries.
+    const slow: RoomMembers = { members: async (tenant, id) => (await sleep(20), env.rooms.members(tenant, id)) };
+    const room = await env.rooms.create(TENANT, { name: 'Race' }, 'u1');
+    for (const u of ['u2', 'u3']) await env.rooms.addMember(TENANT, room.id, u, 'member', 'u1');
+    const racing = { batchSize: 4, claimIdleMs: 40, claimIntervalMs: 10, maxDeliveries: 1000 };
+    const second = new Registry();
+    await start({}, { rooms: slow, notifier: { ...racing, consumer: 'racer-1' } });
+    others.push(await runWorker(workerDeps({}, { rooms: slow, registry: second, notifier: { ...racing, consumer: 'racer-2' } })));
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await publish(`room:${room.id}`, 'message.created', { title: `m${i}` })).id);
+    for (let i = 0; i < 6; i++) ids.push((await publish(`user:u${(i % 3) + 1}`, 'ping', { title: `p${i}` })).id);
+    // Room messages reach the three members (no publisher), pings their owner: 12 × 3 + 6.
+    const expected = 12 * 3 + 6;
+    await eventually(() => push.received.filter((r) => [...subs.values()].some((s) => s.id === r.subscriptionId)).length >= expected, 'every push', 15_000);
+    await settled(worker!);
+    await sleep(300);
+    for (const [u, sub] of subs) {
+      const got = pushesTo(sub).map((r) => (JSON.parse(r.payload) as { event_id: string; channel: string }).event_id + ' ' + (JSON.parse(r.payload) as { channel: string }).channel);
+      expect(new Set(got).size, u).to.equal(got.length);
+      expect(got, u).to.have.length(12 + 2);
+    }
+    const total = async (name: string, channel: string) => {
+      let sum = 0;
+      for (const r of [registry, second]) {
+        const metric = (await r.getMetricsAsJSON()).find((m) => m.name === name);
+        sum += (metric?.values.find((v) => v.labels.channel === channel)?.value as number | undefined) ?? 0;
+      }
+      return sum;
+    };
+    // Counted from the inserts: each notification is new to exactly one of them.
+    expect(await total('streamgate_notifications_sent_total', 'in_app')).to.equal(expected);
+    expect(await total('streamgate_notifications_sent_total', 'webpush')).to.equal(expected);
+    for (const u of users) {
+      const announced = (await env.engine.history(TENANT, `user:${u}`, { limit: 100 })).events.filter((e) => e.event === NOTIFICATION_CREATED);
+      expect(announced, u).to.have.length(14);
+    }
+  });
+
+  it('does not let another notifier claim a slow batch while it is being handled', async () => {
+    const redis = new Redis(env.redisUrl);
+    const queue = createQueue({ redisUrl: env.redisUrl, prefix: bullPrefix(env.prefix) }, { attempts: 1, backoff_ms: 50 });
+    const handled: string[] = [];
+    let calls = 0;
+    const rooms: RoomMembers = {
+      members: async (tenant, id) => {
+        calls++;
+        await sleep(100);
+        return env.rooms.members(tenant, id);
+      },
+    };
+    const room = await env.rooms.create(TENANT, { name: 'Slow' }, 'ann');
+    const options = (consumer: string): NotifierOptions => ({
+      engine: env.engine,
+      stores: { ...env.stores, rooms },
+      settings: env.config().notifications,
+      queue,
+      senders: { webpush: false, fcm: false, email: false },
+      consumer,
+      batchSize: 10,
+      blockMs: 50,
+      claimIdleMs: 150,
+      claimIntervalMs: 20,
+      group: new RedisNotifierGroup(redis, env.prefix, SHARDS, NOTIFIER_GROUP),
+      onError: (err) => handled.push(`error ${String(err)}`),
+    });
+    const a = new Notifier(options('slow-a'));
+    const b = new Notifier(options('quick-b'));
+    try {
+      await env.engine.ensureGroup(NOTIFIER_GROUP, 'latest');
+      const ids: string[] = [];
+      for (let i = 0; i < 6; i++) ids.push((await publish(`room:${room.id}`, 'message.created', { title: `s${i}` }, { publisher: { id: 'zed' } })).id);
+      await a.start();
+      // A holds the six (600 ms of work, four times the claim time) before B starts looking.
+      await sleep(60);
+      await b.start();
+      await eventually(async () => (await env.stores.notifications.list(TENANT, 'ann')).notifications.length === 6, 'six notifications', 5000);
+      await sleep(300);
+      const announced = (await env.engine.history(TENANT, 'user:ann', { limit: 50 })).events.filter((e) => e.event === NOTIFICATION_CREATED);
+      expect(announced).to.have.length(6);
+      expect(handled).to.deep.equal([]);
+      // Each event handled once (the room's members read once per event).
+      expect(calls).to.equal(6);
+      // Each entry was delivered once: never claimed by B.
+      const keys = new EngineKeys(env.prefix, SHARDS);
+      for (const key of keys.logs()) {
+        const consumers = (await redis.call('XINFO', 'CONSUMERS', key, NOTIFIER_GROUP).catch(() => [])) as unknown[][];
+        for (const c of consumers) expect(c[3], `pending of ${String(c[1])}`).to.equal(0);
+      }
+      expect(await env.engine.claimStale(NOTIFIER_GROUP, 'probe', { minIdleMs: 0 })).to.deep.equal([]);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await queue.close();
+      redis.disconnect();
+    }
+  });
+
+  it('removes consumers with nothing pending from the group when a worker starts', async () => {
+    const redis = new Redis(env.redisUrl);
+    try {
+      await env.engine.ensureGroup(NOTIFIER_GROUP, 'latest');
+      await publish('user:nobody', 'x', {});
+      await publish('user:nobody2', 'x', {});
+      const first = await env.engine.readGroup(NOTIFIER_GROUP, 'gone-idle', { count: 1 });
+      await env.engine.ack(NOTIFIER_GROUP, first);
+      await env.engine.readGroup(NOTIFIER_GROUP, 'gone-pending', { count: 1 });
+      const names = async () => {
+        const out: string[] = [];
+        for (const key of new EngineKeys(env.prefix, SHARDS).logs()) {
+          const consumers = (await redis.call('XINFO', 'CONSUMERS', key, NOTIFIER_GROUP)) as unknown[][];
+          for (const c of consumers) out.push(String(c[1]));
+        }
+        return out.sort();
+      };
+      expect(await names()).to.include.members(['gone-idle', 'gone-pending']);
+      await start({}, { notifier: { consumer: 'fresh', idleConsumerMs: 0, claimIdleMs: 60_000 } });
+      const after = await names();
+      expect(after).to.not.include('gone-idle');
+      expect(after).to.include('gone-pending');
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('prunes the history past history_days and expired subscriptions, daily', async () => {
+    const w = await start({ history_days: 30 });
+    expect(await w.queue.getJobScheduler(PRUNE_SCHEDULER_ID)).to.include({ pattern: '17 3 * * *', tz: 'UTC' });
+    const now = Date.now();
+    const make = (title: string, daysAgo: number, i: number) => ({
+      tenant: TENANT, userId: 'kim', channel: 'user:kim', event: 'x', eventId: `${i}-0`, category: 'user', priority: 'normal' as Priority,
+      title, body: '', data: {}, createdAt: new Date(now - daysAgo * 86400_000),
+    });
+    const { notifications } = await env.stores.notifications.record([make('old', 31, 1), make('older', 400, 2), make('recent', 29, 3)]);
+    await env.stores.notifications.initDeliveries(notifications.map((n) => ({ tenant: TENANT, notificationId: n.id, channel: 'email', state: 'sent' as const })));
+    const expired = push.subscribe();
+    const valid = push.subscribe();
+    await env.stores.targets.addWebPush(TENANT, 'kim', { endpoint: expired.endpoint, p256dh: expired.p256dh, auth: expired.auth, expiresAt: new Date(now - 1000) });
+    await env.stores.targets.addWebPush(TENANT, 'kim', { endpoint: valid.endpoint, p256dh: valid.p256dh, auth: valid.auth, expiresAt: new Date(now + 86400_000) });
+    await w.queue.add('prune', { kind: 'prune' });
+    await eventually(async () => (await env.stores.notifications.list(TENANT, 'kim')).notifications.length === 1, 'the pruning');
+    expect((await env.stores.notifications.list(TENANT, 'kim')).notifications.map((n) => n.title)).to.deep.equal(['recent']);
+    const states = await env.stores.notifications.deliveries(TENANT, notifications.map((n) => n.id));
+    expect([...states.keys()]).to.have.length(1);
+    const left = await env.knex('push_subscriptions').where({ tenant: TENANT, user_id: 'kim' }).select('endpoint');
+    expect(left.map((r: { endpoint: string }) => r.endpoint)).to.deep.equal([valid.endpoint]);
+    await eventually(() => logs.some((l) => /pruned 2 notifications older than 30 days and 1 expired subscriptions/.test(l)), 'the log line');
+  });
+
   it('retries with backoff, ends in the dead-letter list with an email fallback, and retries from there', async () => {
     const sub = await subscribe('fay');
     push.respondWith(sub.id, 500);
@@ -310,7 +611,7 @@ describe('notification pipeline', function () {
     }, 'a dead letter');
     expect(total).to.equal(1);
     expect(failed[0]).to.include({ kind: 'webpush', tenant: TENANT, userId: 'fay', attempts: 2 });
-    expect(failed[0]!.reason).to.include('HTTP 500');
+    expect(failed[0]!.reason).to.equal('the push service answered HTTP 500');
     expect(await counter('streamgate_notifications_failed_total', 'webpush')).to.equal(1);
     const [n] = (await env.stores.notifications.list(TENANT, 'fay')).notifications;
     expect(n!.delivery.webpush).to.include({ state: 'failed', attempts: 2 });

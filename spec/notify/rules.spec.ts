@@ -57,7 +57,18 @@ describe('notification rules', () => {
       digest: { enabled: true, hour: 8, time_zone: 'UTC' },
       retry: { attempts: 5, backoff_ms: 1000 },
       email: { from: 'Streamgate <no-reply@localhost>', base_url: null },
+      history_days: 90,
     });
+  });
+
+  it('takes history_days, and categories as long as namespace names', () => {
+    const ns = 'n'.repeat(128);
+    const settings = notificationsSchema.parse({ rules: { [ns]: { notify: 'owner', category: 'c'.repeat(128) } }, history_days: 30 });
+    expect(settings.history_days).to.equal(30);
+    expect(mergeNotificationSettings(settings, { history_days: 7 }).history_days).to.equal(7);
+    expect(mergeNotificationSettings(settings, {}).history_days).to.equal(30);
+    expect(() => notificationsSchema.parse({ history_days: 0 })).to.throw(/history_days/);
+    expect(() => notificationsSchema.parse({ rules: { x: { category: 'c'.repeat(129) } } })).to.throw(/category/);
   });
 
   it('tells the owner of user:<id>, both parties of a dm, a room\'s members; never the publisher', async () => {
@@ -101,6 +112,8 @@ describe('notification rules', () => {
     expect(describeEvent(e, { text: 'hi @bob' }, 'mention')).to.deep.equal({ title: 'Ann mentioned you in room:r1', body: 'hi @bob' });
     expect(describeEvent(e, {}, 'audience')).to.deep.equal({ title: 'message.created in room:r1 from Ann', body: '' });
     expect(describeEvent(e, { body: 'x'.repeat(5000) }, 'audience').body).to.have.length(1000);
+    // Never half an emoji.
+    expect(describeEvent(e, { body: 'x' + '😀'.repeat(600) }, 'audience').body).to.equal('x' + '😀'.repeat(499));
   });
 
   it('refuses bad rules and settings with the path of the setting', () => {
@@ -151,7 +164,31 @@ describe('notification rules', () => {
       writeFileSync(file, JSON.stringify(account));
       expect(read({ FCM_SERVICE_ACCOUNT: file }).fcm).to.deep.equal(expected);
       expect(() => read({ FCM_SERVICE_ACCOUNT: '{"project_id": "p"}' })).to.throw(/client_email/);
-      expect(() => read({ FCM_SERVICE_ACCOUNT: '/no/such/file.json' })).to.throw(/cannot read/);
+      expect(() => read({ FCM_SERVICE_ACCOUNT: '/no/such/file.json' })).to.throw(/not JSON|readable file/);
+    });
+
+    it('never echoes FCM_SERVICE_ACCOUNT in its errors', () => {
+      const secret = 'MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-very-secret';
+      for (const value of [`-----BEGIN PRIVATE KEY-----\n${secret}\n-----END PRIVATE KEY-----`, `"{${secret}}"`, `${secret}`, `/tmp/${secret}/sa.json`]) {
+        let message = '';
+        try {
+          read({ FCM_SERVICE_ACCOUNT: value });
+        } catch (err) {
+          message = (err as Error).message;
+        }
+        expect(message).to.match(/^FCM_SERVICE_ACCOUNT: /);
+        expect(message).to.not.include(secret);
+        expect(message).to.not.include('BEGIN');
+      }
+      const file = join(mkdtempSync(join(tmpdir(), 'sgt-fcm-')), 'sa.json');
+      writeFileSync(file, `not json ${secret}`);
+      expect(() => read({ FCM_SERVICE_ACCOUNT: file })).to.throw(/not JSON/).and.satisfy((e: unknown) => !String(e).includes(secret));
+      expect(() => read({ FCM_SERVICE_ACCOUNT: `{"project_id": "${secret}"` })).to.throw(/not JSON/);
+      try {
+        read({ FCM_SERVICE_ACCOUNT: `{"project_id": "${secret}"` });
+      } catch (err) {
+        expect((err as Error).message).to.not.include(secret);
+      }
     });
 
     it('checks SMTP_URL and refuses the FCM test hook in production', () => {

@@ -219,5 +219,61 @@ describe('notification repositories', () => {
       expect((await rejection(() => targets.addDevice(tenant, 'bob', 'has space', 'web'))).message).to.match(/token/);
       expect((await rejection(() => targets.addDevice(tenant, 'bob', 'x', 'blackberry' as 'web'))).message).to.match(/platform/);
     });
+
+    it('keeps at most 20 subscriptions and 20 tokens per user: more evict the least recently registered', async () => {
+      const at = (i: number) => new Date(1_000_000 + i * 1000);
+      for (let i = 0; i < 22; i++) await targets.addWebPush(tenant, 'ann', { endpoint: `https://push.example.com/s/${i}`, p256dh: P256, auth: AUTH }, at(i));
+      for (let i = 0; i < 22; i++) await targets.addDevice(tenant, 'ann', `tok-${i}`, 'android', at(i));
+      const endpoints = (await targets.webPushFor(tenant, ['ann'])).map((t) => t.endpoint);
+      expect(endpoints).to.have.length(20);
+      expect(endpoints).to.not.include.members(['https://push.example.com/s/0', 'https://push.example.com/s/1']);
+      const tokens = (await targets.devicesFor(tenant, ['ann'])).map((t) => t.token);
+      expect(tokens).to.have.length(20);
+      expect(tokens).to.not.include.members(['tok-0', 'tok-1']);
+      // Other users keep theirs.
+      await targets.addDevice(tenant, 'bob', 'tok-bob', 'ios', at(0));
+      expect(await targets.devicesFor(tenant, ['bob'])).to.have.length(1);
+
+      // Registering one again makes it recent: the oldest other one goes instead.
+      const small = new PushTargetStore(knex, { maxPerUser: 3 });
+      for (let i = 0; i < 3; i++) await small.addDevice(tenant, 'cat', `c-${i}`, 'web', at(i));
+      await small.addDevice(tenant, 'cat', 'c-0', 'web', at(10));
+      await small.addDevice(tenant, 'cat', 'c-3', 'web', at(11));
+      expect((await small.devicesFor(tenant, ['cat'])).map((t) => t.token).sort()).to.deep.equal(['c-0', 'c-2', 'c-3']);
+    });
+
+    it('deletes subscriptions past their expiration time', async () => {
+      const now = Date.now();
+      await targets.addWebPush(tenant, 'dan', { endpoint: 'https://push.example.com/e/1', p256dh: P256, auth: AUTH, expiresAt: new Date(now - 1) });
+      await targets.addWebPush(tenant, 'dan', { endpoint: 'https://push.example.com/e/2', p256dh: P256, auth: AUTH, expiresAt: new Date(now + 60_000) });
+      await targets.addWebPush(tenant, 'dan', { endpoint: 'https://push.example.com/e/3', p256dh: P256, auth: AUTH });
+      expect(await targets.deleteExpiredWebPush(new Date(now))).to.be.at.least(1);
+      const left = await knex('push_subscriptions').where({ tenant, user_id: 'dan' }).select('endpoint');
+      expect(left.map((r: { endpoint: string }) => r.endpoint).sort()).to.deep.equal(['https://push.example.com/e/2', 'https://push.example.com/e/3']);
+    });
+
+    it('counts a notification as created by the insert that stored it, also when two record it at once', async () => {
+      const items = Array.from({ length: 30 }, (_, i) => item(`u${i}`, '500-0', 5_000));
+      const results = await Promise.all([history.record(items), history.record(items), history.record(items)]);
+      expect(results.map((r) => r.created.size).reduce((a, b) => a + b, 0)).to.equal(30);
+      const union = new Set(results.flatMap((r) => [...r.created]));
+      expect(union.size).to.equal(30);
+      for (const r of results) expect(r.notifications).to.have.length(30);
+    });
+
+    it('prunes notifications older than a time, with their delivery states', async () => {
+      const { notifications } = await history.record([item('eve', '1-0', 1_000), item('eve', '2-0', 2_000), item('eve', '3-0', 3_000)]);
+      await history.initDeliveries(notifications.map((n) => ({ tenant, notificationId: n.id, channel: 'webpush', state: 'sent' as const })));
+      expect(await history.pruneBefore(new Date(2_500), { batch: 1 })).to.be.at.least(2);
+      expect((await history.list(tenant, 'eve')).notifications.map((n) => n.eventId)).to.deep.equal(['3-0']);
+      const states = await history.deliveries(tenant, notifications.map((n) => n.id));
+      expect([...states.keys()]).to.deep.equal([notificationId(tenant, 'user:eve', '3-0', 'eve')]);
+    });
+
+    it('takes categories as long as namespace names', async () => {
+      const { created } = await history.record([item('fay', '9-0', 9_000, { category: 'c'.repeat(128), channel: `${'n'.repeat(124)}:fay` })]);
+      expect(created.size).to.equal(1);
+      expect((await history.list(tenant, 'fay')).notifications[0]!.category).to.equal('c'.repeat(128));
+    });
   });
 });

@@ -40,20 +40,23 @@ describe('notification commands', function () {
     expect(r.stderr).to.match(/REDIS_URL/);
   });
 
-  it('worker sends web pushes from its environment, lists no dead letters, and stops on SIGTERM', async () => {
+  it('worker sends web pushes from its environment; notifications failed lists a refused one and retry sends it; SIGTERM stops it', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'sg-cli-'));
     const prefix = uniquePrefix();
     const pki = testPki();
     const caFile = join(dataDir, 'ca.pem');
     writeFileSync(caFile, pki.ca);
     const configFile = join(dataDir, 'streamgate.json');
-    writeFileSync(configFile, JSON.stringify({ redis: { key_prefix: prefix, shards: 2 } }));
+    // One attempt: a refused push goes straight to the dead-letter list.
+    writeFileSync(configFile, JSON.stringify({ redis: { key_prefix: prefix, shards: 2 }, notifications: { retry: { attempts: 1, backoff_ms: 10 } } }));
     const keys = run(['vapid']).stdout.trim().split('\n').map((l) => l.split('='));
     const env: Record<string, string> = {
       STREAMGATE_DATA_DIR: dataDir,
       STREAMGATE_CONFIG: configFile,
       REDIS_URL: testRedisUrl(),
       NOTIFY_CA_FILE: caFile,
+      // The push service is on loopback: only the test hook lets the worker connect there.
+      NOTIFY_ALLOW_PRIVATE_ENDPOINTS: '1',
       VAPID_SUBJECT: 'mailto:ops@example.com',
       WORKER_METRICS_PORT: '0',
       HOST: '127.0.0.1',
@@ -83,6 +86,25 @@ describe('notification commands', function () {
       expect(failed.stderr).to.include('0 failed deliveries');
       expect(run(['notifications', 'retry', 'webpush|nothing'], env).code).to.equal(1);
       expect(run(['notifications', 'retry'], env).code).to.equal(2);
+
+      // A push the service refuses ends in the dead-letter list; `retry` sends it.
+      push.respondWith(sub.id, 503);
+      const failing = await engine.publish({ tenant: 'acme', channel: 'user:ann', event: 'hello', dataJson: '{"title":"second"}', priority: 'normal', publisher: null });
+      const listed = await eventually(() => {
+        const r = run(['notifications', 'failed'], env);
+        return r.stderr.includes('1 failed delivery') ? r : undefined;
+      }, 'the dead letter', 10_000);
+      const [jobId, kind, tenant, user, attempts, , reason] = listed.stdout.trim().split('\t');
+      expect(jobId).to.equal(`webpush|acme|user%3Aann|${failing.id}|ann`);
+      expect([kind, tenant, user, attempts, reason]).to.deep.equal(['webpush', 'acme', 'ann', '1 attempts', 'the push service answered HTTP 503']);
+      expect(push.received).to.have.length(1);
+      push.respondWith(sub.id, 201);
+      const retried = run(['notifications', 'retry', jobId!], env);
+      expect(retried.code, retried.stderr).to.equal(0);
+      expect(retried.stderr).to.include('queued 1 again');
+      await eventually(() => push.received.length === 2, 'the retried push', 10_000);
+      expect(JSON.parse(push.received[1]!.payload)).to.include({ title: 'second', event_id: failing.id });
+      expect(run(['notifications', 'failed'], env).stderr).to.include('0 failed deliveries');
 
       const t0 = Date.now();
       child.kill('SIGTERM');

@@ -65,7 +65,7 @@ export class FakePushService {
   readonly received: ReceivedPush[] = [];
   /** Requests refused, with why (a bad signature, an undecryptable body…). */
   readonly refused: string[] = [];
-  private readonly subs = new Map<string, { sub: TestSubscription; authSecret: Buffer; status: number }>();
+  private readonly subs = new Map<string, { sub: TestSubscription; authSecret: Buffer; status: number; origin: string }>();
   private seq = 0;
 
   private constructor(
@@ -82,14 +82,23 @@ export class FakePushService {
     return self;
   }
 
-  /** A new browser subscription, with its keys. */
-  subscribe(): TestSubscription {
+  /** This service's port on loopback. */
+  get port(): number {
+    return Number(new URL(this.origin).port);
+  }
+
+  /**
+   * A new browser subscription, with its keys. `host` names the service in the
+   * endpoint (default `127.0.0.1`; `localhost` is in the test certificate too).
+   */
+  subscribe(host = '127.0.0.1'): TestSubscription {
     const ecdh = createECDH('prime256v1');
     ecdh.generateKeys();
     const authSecret = randomBytes(16);
     const id = `s${++this.seq}`;
-    const sub: TestSubscription = { id, endpoint: `${this.origin}/push/${id}`, p256dh: b64u(ecdh.getPublicKey()), auth: b64u(authSecret), ecdh };
-    this.subs.set(id, { sub, authSecret, status: 201 });
+    const origin = `https://${host}:${this.port}`;
+    const sub: TestSubscription = { id, endpoint: `${origin}/push/${id}`, p256dh: b64u(ecdh.getPublicKey()), auth: b64u(authSecret), ecdh };
+    this.subs.set(id, { sub, authSecret, status: 201, origin });
     return sub;
   }
 
@@ -146,7 +155,7 @@ export class FakePushService {
     const h = decodeJson(header);
     const c = decodeJson(claims);
     if (h.alg !== 'ES256') return this.refuse(res, 403, `VAPID alg ${String(h.alg)}`);
-    if (c.aud !== this.origin) return this.refuse(res, 403, `VAPID aud ${String(c.aud)} is not ${this.origin}`);
+    if (c.aud !== entry.origin) return this.refuse(res, 403, `VAPID aud ${String(c.aud)} is not ${entry.origin}`);
     const now = Math.floor(Date.now() / 1000);
     if (typeof c.exp !== 'number' || c.exp <= now || c.exp > now + 24 * 3600) return this.refuse(res, 403, 'VAPID exp out of range');
     if (typeof c.sub !== 'string' || !/^(mailto:|https:)/.test(c.sub)) return this.refuse(res, 403, 'VAPID sub missing');

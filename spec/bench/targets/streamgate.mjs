@@ -70,7 +70,13 @@ async function createServerKey({ redisUrl, secret, dir, track }) {
   child.stdout.on('data', (c) => (out += c));
   child.stderr.on('data', (c) => (errOut += c));
   const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS);
-  const code = await new Promise((resolve) => child.once('close', (c) => resolve(c)));
+  const code = await new Promise((resolve) => {
+    child.once('error', (err) => {
+      errOut += `${err.message}\n`;
+      resolve(null);
+    });
+    child.once('close', (c) => resolve(c));
+  });
   clearTimeout(timer);
   const key = out.trim().split('\n').pop();
   if (code !== 0 || !key?.startsWith('sgk_')) throw new Error(`streamgate keys create failed (${code}):\n${errOut}${out}`);
