@@ -43,6 +43,9 @@ export async function up(knex: Knex): Promise<void> {
     t.text('auth').notNullable();
     t.string('device_type', 32).notNullable();
     t.text('user_agent').nullable();
+    // Per-target switch and name the user gives it (PATCH …/push-subscriptions/{id}).
+    t.boolean('enabled').notNullable().defaultTo(true);
+    t.string('label', 100).nullable();
     t.timestamp('expires_at', { useTz: true }).nullable();
     t.timestamp('created_at', { useTz: true }).notNullable();
     t.timestamp('updated_at', { useTz: true }).notNullable();
@@ -57,6 +60,9 @@ export async function up(knex: Knex): Promise<void> {
     t.text('token').notNullable();
     t.string('token_hash', 64).notNullable();
     t.string('platform', 16).notNullable();
+    // Per-device switch and name the user gives it (PATCH …/devices/{id}).
+    t.boolean('enabled').notNullable().defaultTo(true);
+    t.string('label', 100).nullable();
     t.timestamp('created_at', { useTz: true }).notNullable();
     t.timestamp('updated_at', { useTz: true }).notNullable();
     t.unique(['tenant', 'token_hash'], { indexName: 'device_tokens_tenant_token_uq' });

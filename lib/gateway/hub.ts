@@ -4,12 +4,13 @@
  */
 import type { LogEvent, Signal } from '../engine/engine.js';
 import { encodeEventFrame } from '../protocol/frames.js';
+import { SharedFrame } from './shared-frame.js';
 
 export interface Subscriber {
   /** `frame` is the encoded event frame, shared by every subscriber of the event. */
-  deliver(frame: string, event: LogEvent): void;
-  /** An ephemeral frame (presence, typing, receipt) for the channel. */
-  signal?(signal: Signal): void;
+  deliver(frame: SharedFrame, event: LogEvent): void;
+  /** An ephemeral frame (presence, typing, receipt) for the channel, encoded once. */
+  signal?(signal: Signal, frame: SharedFrame): void;
 }
 
 function key(tenant: string, channel: string): string {
@@ -42,7 +43,8 @@ export class Hub {
   dispatchSignal(signal: Signal): void {
     const set = this.channels.get(key(signal.tenant, signal.channel));
     if (!set) return;
-    for (const s of set) s.signal?.(signal);
+    const frame = new SharedFrame(signal.frame);
+    for (const s of set) s.signal?.(signal, frame);
   }
 
   /** Hand a batch from the log feed to the local subscribers of each event's channel. */
@@ -50,7 +52,7 @@ export class Hub {
     for (const event of events) {
       const set = this.channels.get(key(event.tenant, event.channel));
       if (!set) continue;
-      const frame = encodeEventFrame(event);
+      const frame = new SharedFrame(encodeEventFrame(event));
       for (const s of set) s.deliver(frame, event);
     }
   }

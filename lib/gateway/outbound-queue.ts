@@ -7,13 +7,14 @@
  */
 import type { Priority } from '../protocol/frames.js';
 import type { EventMark, FrameKind } from './transport.js';
+import { frameLength, type OutFrame } from './shared-frame.js';
 
 export type Lane = 'control' | Priority;
 const LANES: readonly Lane[] = ['control', 'emergency', 'high', 'normal', 'low'];
 const RANK: Readonly<Record<Lane, number>> = { control: 0, emergency: 1, high: 2, normal: 3, low: 4 };
 
 export interface QueuedFrame {
-  frame: string;
+  frame: OutFrame;
   kind: FrameKind;
   mark: EventMark | undefined;
 }
@@ -48,7 +49,7 @@ export class OutboundQueue {
       this.channelCount.set(channel, (this.channelCount.get(channel) ?? 0) + 1);
     }
     this.lanes[rank]!.push(item);
-    this._bytes += item.frame.length;
+    this._bytes += frameLength(item.frame);
     this._length++;
   }
 
@@ -65,7 +66,7 @@ export class OutboundQueue {
     for (const lane of this.lanes) {
       const item = lane.shift();
       if (!item) continue;
-      this._bytes -= item.frame.length;
+      this._bytes -= frameLength(item.frame);
       this._length--;
       const channel = item.mark?.channel;
       if (channel !== undefined) {

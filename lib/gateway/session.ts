@@ -22,6 +22,7 @@ import { appendEvents, preparePublish, type PublishDeps } from './publish.js';
 import { assertChannel, parseHistoryQuery } from './event-input.js';
 import { TokenBucket } from './rate-limiter.js';
 import type { FrameKind, Transport } from './transport.js';
+import { SharedFrame, type OutFrame } from './shared-frame.js';
 
 /** What every session of a gateway shares. */
 export interface SessionContext {
@@ -71,7 +72,7 @@ const WIRE_HIGH_WATER = 256 * 1024;
 /** One channel subscription: the seam between the replay and the live feed. */
 class Subscription implements Subscriber {
   /** Live frames that arrived while the replay was being read. */
-  buffer: Array<{ frame: string; event: LogEvent }> | null = [];
+  buffer: Array<{ frame: SharedFrame; event: LogEvent }> | null = [];
   private bufferedBytes = 0;
   /** Live events with ids up to this one were replayed (or predate the subscription). */
   skipUntil: string | null = null;
@@ -81,10 +82,10 @@ class Subscription implements Subscriber {
     readonly channel: string,
   ) {}
 
-  deliver(frame: string, event: LogEvent): void {
+  deliver(frame: SharedFrame, event: LogEvent): void {
     if (this.buffer) {
       // Held back while a long replay waits for a slow wire: bounded like the queue.
-      this.bufferedBytes += frame.length;
+      this.bufferedBytes += frame.text.length;
       if (this.bufferedBytes > this.session.maxQueuedBytes) {
         this.session.close(CloseCode.SlowConsumer, 'slow consumer: too much undelivered output');
         return;
@@ -104,9 +105,9 @@ class Subscription implements Subscriber {
     }
   }
 
-  signal(signal: Signal): void {
+  signal(signal: Signal, frame: SharedFrame): void {
     if (signal.exceptUser !== undefined && signal.exceptUser === this.session.principal.userId) return;
-    this.session.send(signal.frame, signal.kind);
+    this.session.send(frame, signal.kind);
   }
 }
 
@@ -503,12 +504,12 @@ export class Session {
   }
 
   /** Queue or write a control frame (replies, errors, pings, signals) of type `kind`. */
-  send(frame: string, kind: FrameKind): void {
+  send(frame: OutFrame, kind: FrameKind): void {
     this.enqueue({ frame, kind, mark: undefined }, 'control');
   }
 
   /** Queue or write a durable event frame. */
-  enqueueEvent(frame: string, event: LogEvent): void {
+  enqueueEvent(frame: OutFrame, event: LogEvent): void {
     this.enqueue({ frame, kind: 'event', mark: { channel: event.channel, id: event.id } }, event.priority);
   }
 

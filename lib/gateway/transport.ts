@@ -5,6 +5,7 @@
  * them).
  */
 import type { TransportName } from './metrics.js';
+import type { OutFrame } from './shared-frame.js';
 
 /** The `type` of a frame: `event`, `reply`, `error`, `welcome`, `ping`, `reset`, … */
 export type FrameKind = string;
@@ -25,7 +26,7 @@ export interface Transport {
   /** Bytes handed to the wire and not yet flushed to the kernel. */
   readonly pendingBytes: number;
   /** Write one encoded frame; `mark` is set for durable events. */
-  write(frame: string, kind: FrameKind, mark?: EventMark): void;
+  write(frame: OutFrame, kind: FrameKind, mark?: EventMark): void;
   /** Close the wire with a protocol close code. */
   close(code: number, reason: string): void;
   /** Ask to be told (through `Session.drain`) once the wire has flushed. */

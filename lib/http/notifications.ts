@@ -15,7 +15,7 @@ import { StreamgateError, badRequest, forbidden, notFound, unauthorized } from '
 import { isValidChannel } from '../protocol/channel.js';
 import { parsePreferencesPatch, preferencesJson, type PreferenceStore } from '../store/notification-preferences.js';
 import { MAX_HISTORY_LIMIT, notificationJson, type HistoryQuery, type NotificationStore } from '../store/notifications.js';
-import type { DeviceToken, PushTargetStore, WebPushSubscription } from '../store/push-targets.js';
+import { parsePushTargetPatch, type DeviceToken, type PushTargetStore, type WebPushSubscription } from '../store/push-targets.js';
 
 export interface NotificationsRouterDeps {
   notifications: NotificationStore;
@@ -80,13 +80,15 @@ function subscriptionJson(s: WebPushSubscription): Record<string, unknown> {
     id: s.id,
     endpoint: s.endpoint,
     device_type: s.deviceType,
+    enabled: s.enabled,
+    label: s.label,
     expires_at: s.expiresAt?.toISOString() ?? null,
     created_at: s.createdAt.toISOString(),
   };
 }
 
 function deviceJson(d: DeviceToken): Record<string, unknown> {
-  return { id: d.id, token: d.token, platform: d.platform, created_at: d.createdAt.toISOString() };
+  return { id: d.id, token: d.token, platform: d.platform, enabled: d.enabled, label: d.label, created_at: d.createdAt.toISOString() };
 }
 
 export function createNotificationsRouter(deps: NotificationsRouterDeps): Router {
@@ -206,6 +208,14 @@ export function createNotificationsRouter(deps: NotificationsRouterDeps): Router
     res.status(204).end();
   });
 
+  // Turn one subscription on or off, or name it: {enabled?, label?}.
+  router.patch('/push-subscriptions/:id', async (req: Request, res: Response) => {
+    const { tenant, userId } = subjectOf(req);
+    const sub = await targets.updateWebPush(tenant, userId, String(req.params.id), parsePushTargetPatch(req.body ?? {}));
+    if (!sub) throw notFound('no such push subscription');
+    res.json(subscriptionJson(sub));
+  });
+
   router.delete('/push-subscriptions/:id', async (req: Request, res: Response) => {
     const { tenant, userId } = subjectOf(req);
     if (!(await targets.removeWebPush(tenant, userId, { id: String(req.params.id) }))) throw notFound('no such push subscription');
@@ -230,6 +240,14 @@ export function createNotificationsRouter(deps: NotificationsRouterDeps): Router
     if (typeof token !== 'string') throw badRequest('token: the registration token (or DELETE …/devices/<id>)');
     if (!(await targets.removeDevice(tenant, userId, { token }))) throw notFound('no such device');
     res.status(204).end();
+  });
+
+  // Turn one device on or off, or name it: {enabled?, label?}.
+  router.patch('/devices/:id', async (req: Request, res: Response) => {
+    const { tenant, userId } = subjectOf(req);
+    const device = await targets.updateDevice(tenant, userId, String(req.params.id), parsePushTargetPatch(req.body ?? {}));
+    if (!device) throw notFound('no such device');
+    res.json(deviceJson(device));
   });
 
   router.delete('/devices/:id', async (req: Request, res: Response) => {

@@ -5,7 +5,8 @@
  * A job that throws is retried with exponential backoff; after its last attempt it
  * stays in BullMQ's failed set, the dead-letter list (`dead-letters.ts`). Targets
  * already reached are remembered in the job's data, so a retry sends only to the
- * others, and a delivery recorded as `sent` is never sent again.
+ * others, and a delivery recorded as `sent` is never sent again. Targets the user
+ * turned off (per device type, or one by one) are skipped.
  */
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { NotificationSettings } from '../config/notifications.js';
@@ -128,7 +129,7 @@ export class DeliveryProcessor {
 
     if (kind === 'webpush') {
       const sender = this.deps.senders.webpush;
-      const subs = sender ? (await targets.webPushFor(d.tenant, [d.userId])).filter((s) => !off.has(s.deviceType) && !done.has(s.id)) : [];
+      const subs = sender ? (await targets.webPushFor(d.tenant, [d.userId])).filter((s) => s.enabled && !off.has(s.deviceType) && !done.has(s.id)) : [];
       if (sender && subs.length > 0) {
         const payload = pushPayload(n, await this.deps.stores.notifications.unreadCount(d.tenant, d.userId));
         for (const s of subs) {
@@ -147,7 +148,7 @@ export class DeliveryProcessor {
       }
     } else {
       const sender = this.deps.senders.fcm;
-      const devices = sender ? (await targets.devicesFor(d.tenant, [d.userId])).filter((t) => !off.has(t.platform) && !done.has(t.id)) : [];
+      const devices = sender ? (await targets.devicesFor(d.tenant, [d.userId])).filter((t) => t.enabled && !off.has(t.platform) && !done.has(t.id)) : [];
       if (sender && devices.length > 0) {
         let outcomes: FcmOutcome[];
         try {

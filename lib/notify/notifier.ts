@@ -332,7 +332,7 @@ export class Notifier {
     const { targets, notifications } = this.o.stores;
     const { senders } = this.o;
     const users = planned.filter((p) => !p.online && !p.plan.held).map((p) => p.userId);
-    // Device types per user, of the targets each has.
+    // Device types per user, of the enabled targets each has (a disabled target counts as none).
     const webPushTypes = new Map<string, Set<string>>();
     const fcmTypes = new Map<string, Set<string>>();
     const add = (map: Map<string, Set<string>>, userId: string, type: string) => {
@@ -340,8 +340,8 @@ export class Notifier {
       set.add(type);
       map.set(userId, set);
     };
-    if (senders.webpush) for (const s of await targets.webPushFor(event.tenant, users, new Date(now))) add(webPushTypes, s.userId, s.deviceType);
-    if (senders.fcm) for (const d of await targets.devicesFor(event.tenant, users)) add(fcmTypes, d.userId, d.platform);
+    if (senders.webpush) for (const s of await targets.webPushFor(event.tenant, users, new Date(now))) if (s.enabled) add(webPushTypes, s.userId, s.deviceType);
+    if (senders.fcm) for (const d of await targets.devicesFor(event.tenant, users)) if (d.enabled) add(fcmTypes, d.userId, d.platform);
     const reachable = (map: Map<string, Set<string>>, userId: string, off: ReadonlySet<string>) => [...(map.get(userId) ?? [])].some((t) => !off.has(t));
     const jobs: Array<{ name: DeliveryKind; data: DeliveryJobData; opts: { jobId: string; delay?: number } }> = [];
     const states: DeliveryUpdate[] = [];

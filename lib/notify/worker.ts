@@ -26,6 +26,7 @@ import { fcmAgent, pushAgent } from './agents.js';
 import { DeliveryProcessor, type Senders } from './deliveries.js';
 import { Digest, scheduleDigest } from './digest.js';
 import { EmailSender } from './email-sender.js';
+import { NotifierLagMonitor } from './lag-monitor.js';
 import { FcmSender, type FcmSenderOptions } from './fcm-sender.js';
 import { NotificationMetrics } from './metrics.js';
 import { Notifier, NOTIFIER_GROUP, type NotifierOptions, type NotifyStores } from './notifier.js';
@@ -46,7 +47,7 @@ export interface WorkerDeps {
   engine?: Engine;
   /** The database; opened from `config` (and closed) when absent. */
   store?: { knex: Knex; rooms: RoomMembers };
-  /** Where the queued/sent/failed counters go. @default a registry of its own */
+  /** Where the queued/sent/failed counters and the notifier lag gauges go. @default a registry of its own */
   registry?: Registry;
   /** The clock of the notifier and the digest (quiet hours, DND). @default Date.now */
   now?: () => number;
@@ -57,6 +58,8 @@ export interface WorkerDeps {
     smtp?: string | SMTPTransport.Options;
   };
   notifier?: Partial<Pick<NotifierOptions, 'consumer' | 'batchSize' | 'blockMs' | 'claimIdleMs' | 'claimIntervalMs' | 'maxDeliveries' | 'idleConsumerMs'>>;
+  /** How often the notifier lag gauges are refreshed (Redis engines only). @default 5000 */
+  lagIntervalMs?: number;
   /** Jobs sent at once. @default 10 */
   concurrency?: number;
   /** Run the notifier here. @default true */
@@ -72,6 +75,8 @@ export interface RunningWorker {
   readonly queue: NotifyQueue;
   readonly metrics: NotificationMetrics;
   readonly notifier: Notifier | null;
+  /** The notifier lag gauges (null without a Redis engine). */
+  readonly lag: NotifierLagMonitor | null;
   close(): Promise<void>;
 }
 
@@ -140,7 +145,8 @@ export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
       targets: new PushTargetStore(knex),
       rooms,
     };
-    const metrics = new NotificationMetrics(deps.registry ?? new Registry());
+    const registry = deps.registry ?? new Registry();
+    const metrics = new NotificationMetrics(registry);
     const connection = { redisUrl: config.redisUrl, prefix: bullPrefix(config.redis.key_prefix) };
     const queue = createQueue(connection, settings.retry);
     queue.on('error', (err) => log(`streamgate worker: queue: ${message(err)}`));
@@ -150,16 +156,29 @@ export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
     cleanup.push(() => senders.email?.close());
     cleanup.push(() => senders.fcm?.close());
 
-    // Delivery counts, idle refresh and consumer cleanup of the notifier group, on the engine's shard logs.
+    // Delivery counts, idle refresh and consumer cleanup of the notifier group, on the
+    // engine's shard logs; its lag, pending entries and trim gaps (every worker, so
+    // they are watched even when no notifier runs).
     let group: RedisNotifierGroup | undefined;
-    if (engine.kind === 'redis' && (deps.runNotifier ?? true)) {
+    let lag: NotifierLagMonitor | null = null;
+    if (engine.kind === 'redis') {
       const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true });
       redis.on('error', () => undefined);
       cleanup.push(() => {
         redis.disconnect();
       });
       await redis.connect();
-      group = new RedisNotifierGroup(redis, config.redis.key_prefix, config.redis.shards, NOTIFIER_GROUP);
+      if (deps.runNotifier ?? true) group = new RedisNotifierGroup(redis, config.redis.key_prefix, config.redis.shards, NOTIFIER_GROUP);
+      const monitor = new NotifierLagMonitor({
+        redis,
+        keyPrefix: config.redis.key_prefix,
+        shards: config.redis.shards,
+        group: NOTIFIER_GROUP,
+        registry,
+        ...(deps.lagIntervalMs !== undefined ? { intervalMs: deps.lagIntervalMs } : {}),
+        log,
+      });
+      lag = monitor;
     }
     const notifierOptions: NotifierOptions = {
       engine,
@@ -236,11 +255,19 @@ export async function runWorker(deps: WorkerDeps): Promise<RunningWorker> {
       await schedulePrune(queue);
     }
 
+    if (lag) {
+      const monitor = lag;
+      // After the notifier's start (the group exists), before the connection closes.
+      await monitor.start();
+      cleanup.push(() => monitor.stop());
+    }
+
     let closing: Promise<void> | null = null;
     return {
       queue,
       metrics,
       notifier,
+      lag,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

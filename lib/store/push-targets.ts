@@ -4,6 +4,11 @@
  * tenant: registering it again (another user signing in on the same browser or
  * phone) moves it to the new user. A user keeps at most `maxPerUser` of each
  * (default 20): registering one more removes the least recently registered.
+ *
+ * Each target has its own switch (`enabled`) and an optional `label` the user gives
+ * it ("Work laptop"): a disabled target stays registered but is never sent to.
+ * Registering it again for the same user keeps both; moving it to another user
+ * resets them (enabled, no label).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
@@ -21,6 +26,10 @@ export interface WebPushSubscription {
   auth: string;
   deviceType: string;
   userAgent: string | null;
+  /** False: kept, but never sent to. */
+  enabled: boolean;
+  /** A name the user gave it; null: none. */
+  label: string | null;
   expiresAt: Date | null;
   createdAt: Date;
 }
@@ -34,8 +43,21 @@ export interface DeviceToken {
   userId: string;
   token: string;
   platform: DevicePlatform;
+  /** False: kept, but never sent to. */
+  enabled: boolean;
+  /** A name the user gave it; null: none. */
+  label: string | null;
   createdAt: Date;
 }
+
+/** A change of one target's switch or label (the fields it names). */
+export interface PushTargetPatch {
+  enabled?: boolean;
+  /** Null removes the label. */
+  label?: string | null;
+}
+
+export const MAX_LABEL_LENGTH = 100;
 
 export interface NewWebPushSubscription {
   endpoint: string;
@@ -65,6 +87,33 @@ export const MAX_ENDPOINT_LENGTH = 2048;
 export const MAX_TOKEN_LENGTH = 4096;
 const DEVICE_TYPE = /^[a-z0-9_-]{1,32}$/;
 const TOKEN = /^[\x21-\x7e]+$/;
+/** No control characters (C0, DEL, C1) nor line or paragraph separators. */
+const LABEL_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** Validate a `{enabled, label}` change (`bad_request` naming the field); labels are trimmed, empty ones removed. */
+export function parsePushTargetPatch(body: unknown): PushTargetPatch {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('expected a JSON object body (Content-Type: application/json)');
+  const b = body as Record<string, unknown>;
+  for (const k of Object.keys(b)) if (k !== 'enabled' && k !== 'label') throw badRequest(`unknown field: ${k}`);
+  if (b.enabled === undefined && b.label === undefined) throw badRequest('body: give enabled, label or both');
+  const patch: PushTargetPatch = {};
+  if (b.enabled !== undefined) {
+    if (typeof b.enabled !== 'boolean') throw badRequest('enabled: true or false');
+    patch.enabled = b.enabled;
+  }
+  if (b.label !== undefined) {
+    if (b.label !== null && typeof b.label !== 'string') throw badRequest('label: a string or null');
+    const label = typeof b.label === 'string' ? b.label.trim() : null;
+    if (label !== null && ([...label].length > MAX_LABEL_LENGTH || LABEL_FORBIDDEN.test(label))) {
+      throw badRequest(`label: at most ${MAX_LABEL_LENGTH} characters, no control characters`);
+    }
+    patch.label = label === '' ? null : label;
+  }
+  return patch;
+}
+
+/** SQLite answers booleans as 0/1. */
+const toBool = (v: unknown): boolean => v === true || v === 1 || v === '1' || v === 't' || v === 'true';
 
 const sha256 = (value: string): string => createHash('sha256').update(value).digest('hex');
 const newId = (): string => randomBytes(12).toString('base64url');
@@ -89,6 +138,8 @@ interface SubscriptionRow {
   auth: string;
   device_type: string;
   user_agent: string | null;
+  enabled: unknown;
+  label: string | null;
   expires_at: unknown;
   created_at: unknown;
 }
@@ -99,6 +150,8 @@ interface DeviceRow {
   user_id: string;
   token: string;
   platform: string;
+  enabled: unknown;
+  label: string | null;
   created_at: unknown;
 }
 
@@ -112,6 +165,8 @@ function toSubscription(r: SubscriptionRow): WebPushSubscription {
     auth: r.auth,
     deviceType: r.device_type,
     userAgent: r.user_agent ?? null,
+    enabled: toBool(r.enabled),
+    label: r.label ?? null,
     expiresAt: toDateOrNull(r.expires_at),
     createdAt: toDate(r.created_at),
   };
@@ -119,7 +174,7 @@ function toSubscription(r: SubscriptionRow): WebPushSubscription {
 
 function toDevice(r: DeviceRow): DeviceToken {
   const platform = (DEVICE_PLATFORMS as readonly string[]).includes(r.platform) ? (r.platform as DevicePlatform) : 'android';
-  return { id: r.id, tenant: r.tenant, userId: r.user_id, token: r.token, platform, createdAt: toDate(r.created_at) };
+  return { id: r.id, tenant: r.tenant, userId: r.user_id, token: r.token, platform, enabled: toBool(r.enabled), label: r.label ?? null, createdAt: toDate(r.created_at) };
 }
 
 export class PushTargetStore {
@@ -148,6 +203,29 @@ export class PushTargetStore {
       .limit(1000);
     if (rows.length === 0) return 0;
     return Number(await this.knex(table).where({ tenant, user_id: userId }).whereIn('id', rows.map((r) => r.id)).delete());
+  }
+
+  /**
+   * On a registration that finds the row: the switch and label stay when the same
+   * user registers it again, and are reset when it moves to another user. (SET
+   * expressions read the row as it was, on both databases.)
+   */
+  private keepSwitchForSameUser(table: 'push_subscriptions' | 'device_tokens'): Record<'enabled' | 'label', Knex.Raw> {
+    const same = `?? = excluded.??`;
+    const bindings = [`${table}.user_id`, 'user_id'];
+    return {
+      enabled: this.knex.raw(`case when ${same} then ?? else true end`, [...bindings, `${table}.enabled`]),
+      label: this.knex.raw(`case when ${same} then ?? else null end`, [...bindings, `${table}.label`]),
+    };
+  }
+
+  /** Change the switch or label of one of the user's targets; false when the user has no such target. */
+  private async updateTarget(table: 'push_subscriptions' | 'device_tokens', tenant: string, userId: string, id: string, patch: PushTargetPatch): Promise<boolean> {
+    const values: Record<string, unknown> = {};
+    if (patch.enabled !== undefined) values.enabled = patch.enabled;
+    if (patch.label !== undefined) values.label = patch.label;
+    if (Object.keys(values).length === 0) return (await this.knex(table).first('id').where({ tenant, user_id: userId, id })) !== undefined;
+    return Number(await this.knex(table).where({ tenant, user_id: userId, id }).update(values)) > 0;
   }
 
   /** Validate a subscription (`bad_request` naming the field). */
@@ -186,7 +264,7 @@ export class PushTargetStore {
     await this.knex('push_subscriptions')
       .insert({ id: newId(), tenant, endpoint_hash: endpointHash, created_at: at, ...values })
       .onConflict(['tenant', 'endpoint_hash'])
-      .merge(values);
+      .merge({ ...values, ...this.keepSwitchForSameUser('push_subscriptions') });
     const row: SubscriptionRow = await this.knex('push_subscriptions').first('*').where({ tenant, endpoint_hash: endpointHash });
     await this.evict('push_subscriptions', tenant, userId, row.id);
     return toSubscription(row);
@@ -196,6 +274,13 @@ export class PushTargetStore {
   async removeWebPush(tenant: string, userId: string, by: { endpoint: string } | { id: string }): Promise<boolean> {
     const where = 'endpoint' in by ? { tenant, user_id: userId, endpoint_hash: sha256(by.endpoint) } : { tenant, user_id: userId, id: by.id };
     return Number(await this.knex('push_subscriptions').where(where).delete()) > 0;
+  }
+
+  /** Turn one of the user's subscriptions on or off, or (re)name it; null when the user has no such subscription. */
+  async updateWebPush(tenant: string, userId: string, id: string, patch: PushTargetPatch): Promise<WebPushSubscription | null> {
+    if (!(await this.updateTarget('push_subscriptions', tenant, userId, id, patch))) return null;
+    const row: SubscriptionRow | undefined = await this.knex('push_subscriptions').first('*').where({ tenant, user_id: userId, id });
+    return row ? toSubscription(row) : null;
   }
 
   /** Delete a subscription its push service no longer knows (404/410). */
@@ -208,7 +293,7 @@ export class PushTargetStore {
     return Number(await this.knex('push_subscriptions').whereNotNull('expires_at').andWhere('expires_at', '<=', now).delete());
   }
 
-  /** The subscriptions of these users, oldest first; expired ones are left out. */
+  /** The subscriptions of these users, oldest first, disabled ones included; expired ones are left out. */
   async webPushFor(tenant: string, userIds: readonly string[], now: Date = new Date()): Promise<WebPushSubscription[]> {
     const out: WebPushSubscription[] = [];
     for (let i = 0; i < userIds.length; i += 100) {
@@ -240,7 +325,7 @@ export class PushTargetStore {
     await this.knex('device_tokens')
       .insert({ id: newId(), tenant, token_hash: tokenHash, created_at: at, ...values })
       .onConflict(['tenant', 'token_hash'])
-      .merge(values);
+      .merge({ ...values, ...this.keepSwitchForSameUser('device_tokens') });
     const row: DeviceRow = await this.knex('device_tokens').first('*').where({ tenant, token_hash: tokenHash });
     await this.evict('device_tokens', tenant, userId, row.id);
     return toDevice(row);
@@ -252,12 +337,19 @@ export class PushTargetStore {
     return Number(await this.knex('device_tokens').where(where).delete()) > 0;
   }
 
+  /** Turn one of the user's devices on or off, or (re)name it; null when the user has no such device. */
+  async updateDevice(tenant: string, userId: string, id: string, patch: PushTargetPatch): Promise<DeviceToken | null> {
+    if (!(await this.updateTarget('device_tokens', tenant, userId, id, patch))) return null;
+    const row: DeviceRow | undefined = await this.knex('device_tokens').first('*').where({ tenant, user_id: userId, id });
+    return row ? toDevice(row) : null;
+  }
+
   /** Delete a token FCM answered as unregistered or invalid. */
   async deleteDevice(tenant: string, id: string): Promise<boolean> {
     return Number(await this.knex('device_tokens').where({ tenant, id }).delete()) > 0;
   }
 
-  /** The device tokens of these users, oldest first. */
+  /** The device tokens of these users, oldest first, disabled ones included. */
   async devicesFor(tenant: string, userIds: readonly string[]): Promise<DeviceToken[]> {
     const out: DeviceToken[] = [];
     for (let i = 0; i < userIds.length; i += 100) {

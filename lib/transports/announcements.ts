@@ -12,6 +12,7 @@ import { StreamgateError, forbidden, rateLimited, unauthorized } from '../errors
 import type { ConnectionRegistry } from '../gateway/connections.js';
 import type { LogEvent } from '../engine/engine.js';
 import type { Hub, Subscriber } from '../gateway/hub.js';
+import type { SharedFrame } from '../gateway/shared-frame.js';
 import type { Metrics } from '../gateway/metrics.js';
 import { refuseRequest, tokenOf } from './stream-request.js';
 
@@ -87,7 +88,7 @@ export class Announcements {
       sse,
       seq: 0,
       // Zero-padded sequence ids, because sse-channel compares ids as strings.
-      deliver: (frame: string, _event: LogEvent) => sse.send({ id: String(++s.seq).padStart(12, '0'), event: 'event', data: frame }),
+      deliver: (frame: SharedFrame, _event: LogEvent) => sse.send({ id: String(++s.seq).padStart(12, '0'), event: 'event', data: frame.text }),
     };
     this.hub.subscribe(tenant, 'tenant', s);
     this.streams.set(tenant, s);

@@ -12,6 +12,7 @@ import { ZERO_ID } from '../protocol/event-id.js';
 import { Session } from '../gateway/session.js';
 import { DEVICES } from '../gateway/event-input.js';
 import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
+import { frameText, type OutFrame } from '../gateway/shared-frame.js';
 import type { StreamDeps } from './sse.js';
 import { parseStreamRequest, refuseRequest, type StreamRequest } from './stream-request.js';
 
@@ -34,8 +35,9 @@ class PollTransport implements Transport {
 
   constructor(readonly cursor: Cursor) {}
 
-  write(frame: string, kind: FrameKind, mark?: EventMark): void {
+  write(out: OutFrame, kind: FrameKind, mark?: EventMark): void {
     if (this.full || SKIPPED.has(kind)) return;
+    const frame = frameText(out);
     if (this.frames.length >= MAX_FRAMES || this.bytes + frame.length > MAX_BYTES) {
       // Later frames are read again from the cursor on the next poll.
       this.full = true;

@@ -14,6 +14,7 @@ import { ZERO_ID } from '../protocol/event-id.js';
 import { Session, type SessionContext } from '../gateway/session.js';
 import { DEVICES } from '../gateway/event-input.js';
 import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
+import { frameText, type OutFrame } from '../gateway/shared-frame.js';
 import { parseStreamRequest, refuseRequest, type StreamRequest } from './stream-request.js';
 
 /** Browsers reconnect after this long (the `retry:` line). */
@@ -35,8 +36,9 @@ class SseTransport implements Transport {
     return this.res.writableLength;
   }
 
-  write(frame: string, kind: FrameKind, mark?: EventMark): void {
+  write(out: OutFrame, kind: FrameKind, mark?: EventMark): void {
     if (this.res.writableEnded) return;
+    const frame = frameText(out);
     if (mark) {
       this.cursor.set(mark.channel, mark.id);
       this.res.write(`event: ${kind}\nid: ${this.cursor.encode()}\ndata: ${frame}\n\n`);

@@ -14,6 +14,7 @@ import { CloseCode } from '../protocol/codes.js';
 import type { ConnectionRegistry } from '../gateway/connections.js';
 import { Session, type SessionContext } from '../gateway/session.js';
 import type { Transport } from '../gateway/transport.js';
+import type { OutFrame } from '../gateway/shared-frame.js';
 import { DEVICES } from '../gateway/event-input.js';
 
 
@@ -31,8 +32,11 @@ class WebSocketTransport implements Transport {
     return this.ws.bufferedAmount;
   }
 
-  write(frame: string): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(frame);
+  write(frame: OutFrame): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    // A shared frame goes out as the same bytes to every socket: a text frame all the same.
+    if (typeof frame === 'string') this.ws.send(frame);
+    else this.ws.send(frame.bytes, TEXT_FRAME);
   }
 
   close(code: number, reason: string): void {
@@ -83,6 +87,8 @@ function tokenOf(req: IncomingMessage, url: URL): string | null {
   const m = h ? /^Bearer\s+(.+)$/i.exec(h) : null;
   return m ? m[1]!.trim() : null;
 }
+
+const TEXT_FRAME = { binary: false } as const;
 
 function ignoreSocketError(): void {
   // the 'close' that follows ends the session

@@ -62,7 +62,7 @@ describe('Node API', function () {
 
   it('sees an event appended by Publisher from another process in history and on the live feed, with the same idempotency', async () => {
     const live: LogEvent[] = [];
-    const subscriber = { deliver: (_frame: string, e: LogEvent) => live.push(e) };
+    const subscriber = { deliver: (_frame: unknown, e: LogEvent) => live.push(e) };
     gateway.hub.subscribe('acme', 'team:pub', subscriber);
     try {
       const { stdout } = await execFileP(process.execPath, ['--import', 'tsx', 'spec/support/publisher-child.ts'], {

@@ -183,6 +183,36 @@ describe('notifications HTTP API', () => {
     expectError(await api('DELETE', '/devices', as('ann'), { token: 'fcm-token-2' }), 404, 'not_found');
   });
 
+  it('turns single subscriptions and devices off and on, names them, and lists both', async () => {
+    const subscription = { endpoint: 'https://push.example.com/wpush/v2/patch', expirationTime: null, keys: { p256dh: P256, auth: AUTH } };
+    const sub = (await api('POST', '/push-subscriptions', as('ann'), subscription)).body;
+    expect(sub).to.include({ enabled: true, label: null });
+    const patched = await api('PATCH', `/push-subscriptions/${sub.id}`, as('ann'), { enabled: false, label: 'Work laptop' });
+    expect(patched.status, JSON.stringify(patched.body)).to.equal(200);
+    expect(patched.body).to.include({ id: sub.id, enabled: false, label: 'Work laptop', device_type: 'web' });
+    expect((await api('GET', '/push-subscriptions', as('ann'))).body.subscriptions).to.deep.equal([patched.body]);
+    expect((await api('PATCH', `/push-subscriptions/${sub.id}?user=ann`, key, { enabled: true })).body).to.include({ enabled: true, label: 'Work laptop' });
+    expectError(await api('PATCH', `/push-subscriptions/${sub.id}`, as('bob'), { enabled: false }), 404, 'not_found');
+    expectError(await api('PATCH', `/push-subscriptions/${sub.id}`, as('ann'), { enabled: 'off' }), 400, 'bad_request');
+    expectError(await api('PATCH', `/push-subscriptions/${sub.id}`, as('ann'), { endpoint: 'x' }), 400, 'bad_request');
+    expectError(await api('PATCH', `/push-subscriptions/${sub.id}`, as('ann'), {}), 400, 'bad_request');
+
+    const phone = (await api('POST', '/devices', as('ann'), { token: 'fcm-patch-1', platform: 'android' })).body;
+    await api('POST', '/devices', as('ann'), { token: 'fcm-patch-2', platform: 'android' });
+    const muted = await api('PATCH', `/devices/${phone.id}`, as('ann'), { enabled: false, label: 'Old phone' });
+    expect(muted.status, JSON.stringify(muted.body)).to.equal(200);
+    expect(muted.body).to.include({ id: phone.id, token: 'fcm-patch-1', enabled: false, label: 'Old phone' });
+    const listed = (await api('GET', '/devices', as('ann'))).body.devices as Array<{ token: string; enabled: boolean; label: string | null }>;
+    expect(listed.map((d) => [d.token, d.enabled, d.label])).to.deep.equal([
+      ['fcm-patch-1', false, 'Old phone'],
+      ['fcm-patch-2', true, null],
+    ]);
+    expect((await api('PATCH', `/devices/${phone.id}`, as('ann'), { label: null })).body).to.include({ enabled: false, label: null });
+    expectError(await api('PATCH', `/devices/${phone.id}`, as('bob'), { enabled: true }), 404, 'not_found');
+    expectError(await api('PATCH', '/devices/nope', as('ann'), { enabled: true }), 404, 'not_found');
+    expectError(await api('PATCH', `/devices/${phone.id}`, as('ann'), { label: 'x'.repeat(101) }), 400, 'bad_request');
+  });
+
   it('gives the VAPID public key, or 404 when web push is off', async () => {
     expect((await api('GET', '/vapid-public-key', as('ann'))).body).to.deep.equal({ public_key: vapid.publicKey });
     await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -346,6 +346,63 @@ describe('notification pipeline', function () {
     expect(n.delivery.fcm?.state).to.equal('sent');
   });
 
+  it('skips a muted phone while the user\'s other phone gets the push', async () => {
+    const muted = await env.stores.targets.addDevice(TENANT, 'pia', 'tok-muted-phone', 'android');
+    await env.stores.targets.addDevice(TENANT, 'pia', 'tok-live-phone', 'android');
+    await env.stores.targets.updateDevice(TENANT, 'pia', muted.id, { enabled: false, label: 'Work phone' });
+    await env.stores.preferences.update(TENANT, 'pia', { email: 'pia@example.com' });
+    await start();
+    const e = await publish('user:pia', 'ride.arrived', { title: 'Your ride is here' });
+    const msg = await eventually(() => fcm.received.find((m) => m.token === 'tok-live-phone'), 'the push to the other phone');
+    expect(msg.data).to.include({ event_id: e.id });
+    const n = await eventually(async () => {
+      const [first] = (await env.stores.notifications.list(TENANT, 'pia')).notifications;
+      return first?.delivery.fcm?.state === 'sent' ? first : undefined;
+    }, 'fcm sent');
+    await settled(worker!);
+    expect(fcm.received.filter((m) => m.token === 'tok-muted-phone')).to.have.length(0);
+    // Reached a phone: no email.
+    expect(n.delivery.email).to.equal(undefined);
+    expect(mailsTo('pia@example.com')).to.have.length(0);
+    // Still registered (muted, not deleted).
+    expect((await env.stores.targets.devicesFor(TENANT, ['pia'])).map((d) => [d.token, d.enabled])).to.deep.equal([
+      ['tok-muted-phone', false],
+      ['tok-live-phone', true],
+    ]);
+  });
+
+  it('emails a user whose every push target is muted, as when the device type is off', async () => {
+    const phone = await env.stores.targets.addDevice(TENANT, 'quin', 'tok-quin', 'ios');
+    const sub = await subscribe('quin');
+    const [browser] = await env.stores.targets.webPushFor(TENANT, ['quin']);
+    await env.stores.targets.updateDevice(TENANT, 'quin', phone.id, { enabled: false });
+    await env.stores.targets.updateWebPush(TENANT, 'quin', browser!.id, { enabled: false });
+    await env.stores.preferences.update(TENANT, 'quin', { email: 'quin@example.com' });
+    await start();
+    await publish('user:quin', 'invoice.paid', { title: 'muted everywhere' });
+    await eventually(() => mailsTo('quin@example.com').length === 1, 'the email');
+    await settled(worker!);
+    expect(pushesTo(sub)).to.have.length(0);
+    expect(fcm.received.filter((m) => m.token === 'tok-quin')).to.have.length(0);
+    // A target muted after the push was queued is skipped by the sender too, and the email follows.
+    await env.stores.targets.updateWebPush(TENANT, 'quin', browser!.id, { enabled: true });
+    await env.stores.preferences.update(TENANT, 'quin', { quietHours: { start: '00:00', end: '23:59', timeZone: 'UTC' } });
+    clock = Date.parse('2026-01-05T12:00:00Z');
+    await publish('user:quin', 'invoice.paid', { title: 'muted later' });
+    const delayed = await eventually(async () => {
+      const n = (await env.stores.notifications.list(TENANT, 'quin')).notifications.find((x) => x.title === 'muted later');
+      return n?.delivery.webpush?.state === 'delayed' ? n : undefined;
+    }, 'the delayed push');
+    await env.stores.targets.updateWebPush(TENANT, 'quin', browser!.id, { enabled: false });
+    const job = (await worker!.queue.getDelayed()).find((j) => j.data.kind === 'webpush' && 'notificationId' in j.data && j.data.notificationId === delayed.id);
+    expect(job, 'the delayed webpush job').to.not.equal(undefined);
+    await job!.promote();
+    await eventually(() => mailsTo('quin@example.com').length === 2, 'the fallback email');
+    expect(pushesTo(sub)).to.have.length(0);
+    const [after] = (await env.stores.notifications.list(TENANT, 'quin')).notifications.filter((x) => x.id === delayed.id);
+    expect(after!.delivery.webpush).to.include({ state: 'no_target', error: 'no push target' });
+  });
+
   it('deletes an FCM token answered INVALID_ARGUMENT (not a registration token)', async () => {
     const good = await env.stores.targets.addDevice(TENANT, 'cid', 'tok-good-2', 'android');
     await env.stores.targets.addDevice(TENANT, 'cid', 'tok-bad-2', 'android');

@@ -8,7 +8,7 @@ import { StreamgateError } from '../../lib/errors.js';
 import { migrateLatest, openDatabase } from '../../lib/store/database.js';
 import { parsePreferencesPatch, PreferenceStore, preferencesJson } from '../../lib/store/notification-preferences.js';
 import { notificationId, NotificationStore, type NewNotification } from '../../lib/store/notifications.js';
-import { PushTargetStore } from '../../lib/store/push-targets.js';
+import { parsePushTargetPatch, PushTargetStore } from '../../lib/store/push-targets.js';
 import { forEachDatabase, type TestDatabase } from '../support/databases.js';
 
 const P256 = Buffer.concat([Buffer.from([4]), Buffer.alloc(64, 7)]).toString('base64url');
@@ -218,6 +218,59 @@ describe('notification repositories', () => {
       expect(await targets.deleteDevice(tenant, c.id)).to.equal(true);
       expect((await rejection(() => targets.addDevice(tenant, 'bob', 'has space', 'web'))).message).to.match(/token/);
       expect((await rejection(() => targets.addDevice(tenant, 'bob', 'x', 'blackberry' as 'web'))).message).to.match(/platform/);
+    });
+
+    it('turns single subscriptions and devices off and on and names them; a move to another user resets both', async () => {
+      const endpoint = 'https://push.example.com/send/switch';
+      const sub = await targets.addWebPush(tenant, 'ann', { endpoint, p256dh: P256, auth: AUTH });
+      expect(sub).to.include({ enabled: true, label: null });
+      const off = await targets.updateWebPush(tenant, 'ann', sub.id, { enabled: false, label: 'Work laptop' });
+      expect(off).to.include({ id: sub.id, enabled: false, label: 'Work laptop', endpoint });
+      // Listed (disabled ones included), and kept when the same user registers it again.
+      expect((await targets.webPushFor(tenant, ['ann'])).map((s) => [s.enabled, s.label])).to.deep.equal([[false, 'Work laptop']]);
+      await targets.addWebPush(tenant, 'ann', { endpoint, p256dh: P256, auth: AUTH, deviceType: 'desktop' });
+      expect(await targets.webPushFor(tenant, ['ann'])).to.have.length(1);
+      expect((await targets.webPushFor(tenant, ['ann']))[0]).to.include({ enabled: false, label: 'Work laptop', deviceType: 'desktop' });
+      // Only the label, then only the switch.
+      expect(await targets.updateWebPush(tenant, 'ann', sub.id, { label: null })).to.include({ enabled: false, label: null });
+      expect(await targets.updateWebPush(tenant, 'ann', sub.id, { enabled: true })).to.include({ enabled: true, label: null });
+      await targets.updateWebPush(tenant, 'ann', sub.id, { enabled: false, label: 'mine' });
+      // Someone else's, or none: null, nothing changed.
+      expect(await targets.updateWebPush(tenant, 'bob', sub.id, { enabled: true })).to.equal(null);
+      expect(await targets.updateWebPush(tenant, 'ann', 'nope', { enabled: true })).to.equal(null);
+      expect(await targets.updateWebPush(tenant + 'x', 'ann', sub.id, { enabled: true })).to.equal(null);
+      // Another user signs in on the browser: their subscription starts on, unnamed.
+      const moved = await targets.addWebPush(tenant, 'bob', { endpoint, p256dh: P256, auth: AUTH });
+      expect(moved).to.include({ id: sub.id, userId: 'bob', enabled: true, label: null });
+
+      const token = 'fcm-switch-1';
+      const phone = await targets.addDevice(tenant, 'ann', token, 'android');
+      const tablet = await targets.addDevice(tenant, 'ann', 'fcm-switch-2', 'android');
+      expect(phone).to.include({ enabled: true, label: null });
+      expect(await targets.updateDevice(tenant, 'ann', phone.id, { enabled: false, label: 'Pixel ✓' })).to.include({ enabled: false, label: 'Pixel ✓' });
+      expect((await targets.devicesFor(tenant, ['ann'])).map((d) => [d.id, d.enabled, d.label])).to.deep.equal([
+        [phone.id, false, 'Pixel ✓'],
+        [tablet.id, true, null],
+      ]);
+      expect(await targets.addDevice(tenant, 'ann', token, 'android')).to.include({ enabled: false, label: 'Pixel ✓' });
+      expect(await targets.updateDevice(tenant, 'bob', phone.id, { enabled: true })).to.equal(null);
+      expect(await targets.addDevice(tenant, 'bob', token, 'ios')).to.include({ id: phone.id, userId: 'bob', enabled: true, label: null });
+      expect(await targets.updateDevice(tenant, 'ann', phone.id, { enabled: false })).to.equal(null);
+    });
+
+    it('validates target changes', () => {
+      expect(parsePushTargetPatch({ enabled: false, label: '  Work  ' })).to.deep.equal({ enabled: false, label: 'Work' });
+      expect(parsePushTargetPatch({ label: '' })).to.deep.equal({ label: null });
+      expect(parsePushTargetPatch({ label: null })).to.deep.equal({ label: null });
+      expect(parsePushTargetPatch({ label: 'é'.repeat(100) })).to.deep.equal({ label: 'é'.repeat(100) });
+      const bad = (body: unknown, re: RegExp) => expect(() => parsePushTargetPatch(body)).to.throw(StreamgateError, re);
+      bad({}, /give enabled, label or both/);
+      bad({ enabled: 'no' }, /enabled/);
+      bad({ label: 7 }, /label/);
+      bad({ label: 'x'.repeat(101) }, /label/);
+      bad({ label: 'a\nb' }, /label/);
+      bad({ enabled: true, token: 'x' }, /unknown field: token/);
+      bad([], /JSON object/);
     });
 
     it('keeps at most 20 subscriptions and 20 tokens per user: more evict the least recently registered', async () => {

@@ -160,6 +160,11 @@ export const server = {
     };
     // Resume needs the channel to keep K events (the default retention is 1,000).
     if (opts.retentionCount) config.defaults = { retention: { count: opts.retentionCount } };
+    // BENCH_STREAMGATE_CONFIG: JSON merged over this (e.g. '{"defaults":{"presence":false}}').
+    if (process.env.BENCH_STREAMGATE_CONFIG) {
+      const extra = JSON.parse(process.env.BENCH_STREAMGATE_CONFIG);
+      for (const [k, v] of Object.entries(extra)) config[k] = typeof v === 'object' && v && !Array.isArray(v) ? { ...config[k], ...v } : v;
+    }
     const count = opts.nodes ?? 2;
     const nodes = [];
     let serverKey = null;
