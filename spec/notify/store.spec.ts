@@ -248,7 +248,7 @@ describe('notification repositories', () => {
       const tablet = await targets.addDevice(tenant, 'ann', 'fcm-switch-2', 'android');
       expect(phone).to.include({ enabled: true, label: null });
       expect(await targets.updateDevice(tenant, 'ann', phone.id, { enabled: false, label: 'Pixel ✓' })).to.include({ enabled: false, label: 'Pixel ✓' });
-      expect((await targets.devicesFor(tenant, ['ann'])).map((d) => [d.id, d.enabled, d.label])).to.deep.equal([
+      expect((await targets.devicesFor(tenant, ['ann'])).map((d) => [d.id, d.enabled, d.label])).to.have.deep.members([
         [phone.id, false, 'Pixel ✓'],
         [tablet.id, true, null],
       ]);
