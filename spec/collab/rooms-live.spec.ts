@@ -114,6 +114,8 @@ describe('presence across nodes', function () {
     } finally {
       await watcher.close();
       await doomed.close().catch(() => undefined);
+      // the nodes go first: a node still running would write presence after the cleanup
+      await killAllNodes();
       await deleteKeysWithPrefix(keyPrefix);
     }
   });
