@@ -9,7 +9,7 @@
  * processes (loadgen.mjs, over IPC), reads CPU and memory from /proc, stops
  * everything, and finally prints a table and writes a JSON file.
  *
- *   node spec/bench/run.mjs [--quick] [--scenario fanout,idle,resume] [--target streamgate]
+ *   node spec/bench/run.mjs [--quick] [--scenario fanout,idle,resume] [--target streamgate,socketio,ws-raw]
  *     [--clients 1000] [--channels 100] [--rates 200,2000] [--seconds 10] [--warmup 2]
  *     [--idle-connections 10000] [--idle-seconds 60] [--resume-events 10000]
  *     [--runs 3] [--out bench-results.json]
@@ -36,7 +36,9 @@ const MAX_TOTAL_MS = 3 * 3600_000;
 const HELP = `usage: node spec/bench/run.mjs [options]      (npm run bench -- [options])
   Needs the compiled dist/ (npm run build) and redis-server on PATH.
   --scenario LIST         fanout,idle,resume (default: all)
-  --target LIST           target modules in spec/bench/targets (default: streamgate)
+  --target LIST           target modules in spec/bench/targets (default: streamgate):
+                          streamgate, socketio (2 Socket.IO nodes, Redis Streams adapter),
+                          ws-raw (1 plain ws process); e.g. streamgate,socketio,ws-raw
   --clients N             fan-out clients, spread over both nodes (1000)
   --channels R            fan-out channels; clients per channel = N/R (100)
   --rates LIST            publishes per second, one fan-out step each (200,2000)
@@ -677,10 +679,11 @@ function blockKey(s) {
 function blockTitle(key, o) {
   if (key.startsWith('fanout@')) {
     const rate = Number(key.slice(7));
-    return `fanout  P=${rate}/s  N=${o.clients} clients, R=${o.channels} channels (${o.clients / o.channels} per channel), 2 nodes, ${o.seconds} s → expected ${rate * (o.clients / o.channels)} deliveries/s`;
+    const oneNode = o.targets.includes('ws-raw') ? ' (ws-raw: 1 node)' : '';
+    return `fanout  P=${rate}/s  N=${o.clients} clients, R=${o.channels} channels (${o.clients / o.channels} per channel), 2 nodes${oneNode}, ${o.seconds} s → expected ${rate * (o.clients / o.channels)} deliveries/s`;
   }
   if (key === 'idle') return `idle  ${o.idleConnections} connections on one node, each subscribed to 1 of ${o.channels} channels, held ${o.idleSeconds} s`;
-  return `resume  ${o.resumeEvents} events published while the client was away; reconnect to the other node, subscribe with since`;
+  return `resume  ${o.resumeEvents} events published while the client was away; reconnect to the other node, subscribe with since (Streamgate only)`;
 }
 
 function summarize(results, o) {
@@ -696,22 +699,34 @@ function summarize(results, o) {
   const summary = {};
   const lines = [];
   for (const [key, b] of blocks) {
-    const targets = [...b.targets.keys()];
+    // Columns in --target order; ratios are streamgate / each other target (or the first / the rest).
+    const targets = o.targets.filter((t) => b.targets.has(t));
+    const base = targets.includes('streamgate') ? 'streamgate' : targets[0];
+    const others = targets.filter((t) => t !== base);
+    const na = (t) => b.targets.get(t).every((r) => r.na);
     summary[key] = {};
     lines.push('', blockTitle(key, o));
-    const header = ['  figure'.padEnd(36), ...targets.map((t) => t.padStart(12)), ...targets.slice(1).map((t) => `${targets[0]}/${t}`.padStart(14)), '   runs'];
+    const header = ['  figure'.padEnd(36), ...targets.map((t) => t.padStart(12)), ...others.map((t) => `${base}/${t}`.padStart(21)), '   runs'];
     lines.push(header.join(''));
     for (const [fig, label, digits] of FIGURES[b.scenario]) {
-      const meds = targets.map((t) => median(b.targets.get(t).map((r) => r.figures?.[fig] ?? null)));
-      targets.forEach((t, i) => {
+      const meds = Object.fromEntries(targets.map((t) => [t, na(t) ? null : median(b.targets.get(t).map((r) => r.figures?.[fig] ?? null))]));
+      for (const t of targets) {
         summary[key][t] ??= {};
-        summary[key][t][fig] = meds[i];
-      });
-      const ratios = targets.slice(1).map((_, i) => (meds[0] !== null && meds[i + 1] ? fmt(meds[0] / meds[i + 1], 2) : '—'));
-      const runs = b.targets.get(targets[0]).map((r) => (r.error ? 'ERR' : fmt(r.figures?.[fig], digits)));
-      lines.push(['  ' + label.padEnd(34), ...meds.map((m) => fmt(m, digits).padStart(12)), ...ratios.map((x) => x.padStart(14)), '   ' + runs.join(' ')].join(''));
+        summary[key][t][fig] = na(t) ? 'n/a' : meds[t];
+      }
+      const cells = targets.map((t) => (na(t) ? 'n/a' : fmt(meds[t], digits)));
+      const ratios = others.map((t) => (na(t) || na(base) ? 'n/a' : meds[base] !== null && meds[t] ? fmt(meds[base] / meds[t], 2) : '—'));
+      const runs = targets
+        .filter((t) => !na(t))
+        .map((t) => b.targets.get(t).map((r) => (r.error ? 'ERR' : fmt(r.figures?.[fig], digits))).join(' '))
+        .join(' | ');
+      lines.push(['  ' + label.padEnd(34), ...cells.map((x) => x.padStart(12)), ...ratios.map((x) => x.padStart(21)), '   ' + runs].join(''));
     }
     for (const t of targets) {
+      if (na(t)) {
+        lines.push(`  ${t}: n/a (the scenario does not apply to this target)`);
+        continue;
+      }
       const rs = b.targets.get(t);
       const outside = rs.map((r) => fmt(r.outsideCores, 2)).join(' ');
       const retried = rs.filter((r) => r.attempt > 1).length;
@@ -760,6 +775,11 @@ async function main() {
   let index = 0;
   for (const item of plan) {
     index++;
+    if (modules[item.target].supports?.[item.scenario] === false) {
+      results.push({ ...item, attempt: 1, na: true, final: true, figures: null, outsideCores: null });
+      console.error(`bench: [${index}/${plan.length}] ${item.target} ${item.scenario} run ${item.run}: n/a for this target`);
+      continue;
+    }
     for (let attempt = 1; attempt <= 2 && !stopping; attempt++) {
       const ctx = { options: o, redis, target: item.target, module: modules[item.target] };
       const label = `[${index}/${plan.length}] ${item.target} ${item.scenario}${item.rate ? ` P=${item.rate}` : ''} run ${item.run}${attempt > 1 ? ' (retry)' : ''}`;

@@ -1,0 +1,140 @@
+/**
+ * Helpers shared by the peer targets (targets/socketio.mjs, targets/ws-raw.mjs):
+ * starting one peer server process (peers/*-server.mjs) and the HTTP publisher that
+ * posts `{room, event, data}` to its `POST /publish`.
+ */
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+
+const START_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 8_000;
+const LISTENING_RE = /peer: listening on http:\/\/([^\s:]+):(\d+)/;
+
+function exited(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Spawn `node script` with env; resolves when it prints its listening line. */
+export async function startPeer({ label, script, env, track }) {
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, script], {
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  track(child);
+  let output = '';
+  const keep = (chunk) => {
+    output = (output + chunk.toString()).slice(-32_000);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`peer ${label} did not start within ${START_TIMEOUT_MS} ms:\n${output}`)), START_TIMEOUT_MS);
+    const onData = () => {
+      const m = LISTENING_RE.exec(output);
+      if (m) {
+        cleanup();
+        resolve(Number(m[2]));
+      }
+    };
+    const onExit = (code, signal) => fail(new Error(`peer ${label} exited (${code ?? signal}) before listening:\n${output}`));
+    const onError = (err) => fail(err);
+    function cleanup() {
+      clearTimeout(timer);
+      child.stderr.off('data', onData);
+      child.off('close', onExit);
+      child.off('error', onError);
+    }
+    function fail(err) {
+      cleanup();
+      child.kill('SIGKILL');
+      reject(err);
+    }
+    child.stderr.on('data', onData);
+    child.once('close', onExit);
+    child.once('error', onError);
+  });
+  const listenedAt = output.length;
+  return {
+    label,
+    pid: child.pid,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    laterOutput: () => output.slice(listenedAt).trim(),
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      const gone = exited(child);
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await gone;
+      clearTimeout(timer);
+      return child.exitCode;
+    },
+  };
+}
+
+/** `publish(room, data)` → POST {url}/publish {room, event: 'bench', data}; resolves to null (no event ids). */
+export function httpPublisher(spec, { maxSockets = 16 } = {}) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  const base = new URL(spec.url);
+  return {
+    publish(room, data) {
+      const body = JSON.stringify({ room, event: 'bench', data });
+      return new Promise((resolve, reject) => {
+        const req = http.request(
+          {
+            agent,
+            host: base.hostname,
+            port: base.port,
+            method: 'POST',
+            path: '/publish',
+            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+            timeout: 30_000,
+          },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (c) => (text += c));
+            res.on('end', () => (res.statusCode === 201 ? resolve(null) : reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`))));
+            res.on('error', reject);
+          },
+        );
+        req.on('timeout', () => req.destroy(new Error('publish timed out')));
+        req.on('error', reject);
+        req.end(body);
+      });
+    },
+    close() {
+      agent.destroy();
+    },
+  };
+}
+
+/** Server side of a peer: read a JSON body of at most 1 MiB. */
+export function readJson(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => {
+      body += c;
+      if (body.length > 1 << 20) req.destroy(new Error('body too large'));
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(body));
+      } catch (err) {
+        reject(err);
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Server side of a peer: exit when the parent (the bench) is gone. */
+export function exitWithParent() {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) process.exit(1);
+  }, 2000).unref();
+}

@@ -1,0 +1,67 @@
+/**
+ * One Socket.IO node for the benchmark's `socketio` target (targets/socketio.mjs):
+ * Socket.IO 4 on the default settings (heartbeats included), sharing Redis with its
+ * peer node through @socket.io/redis-streams-adapter (ioredis client).
+ *
+ * - a client joins a room with a `join` event (`room` name), acked with `{ok: true}`;
+ * - `POST /publish {room, event, data}` emits `event` with `data` to the room (201).
+ *
+ * env: REDIS_URL, BENCH_STREAM (stream and pub/sub prefix, fresh per step), PORT (0).
+ * Prints `peer: listening on http://127.0.0.1:<port>` on stderr once ready.
+ */
+import http from 'node:http';
+import { createAdapter } from '@socket.io/redis-streams-adapter';
+import { Redis } from 'ioredis';
+import { Server } from 'socket.io';
+import { exitWithParent, readJson } from './common.mjs';
+
+exitWithParent();
+const stream = process.env.BENCH_STREAM || 'socket.io';
+const redis = new Redis(process.env.REDIS_URL);
+redis.on('error', (err) => console.error(`redis: ${err.message}`));
+
+const server = http.createServer(async (req, res) => {
+  if (req.method !== 'POST' || req.url !== '/publish') {
+    res.writeHead(404).end();
+    return;
+  }
+  let m;
+  try {
+    m = await readJson(req);
+  } catch {
+    res.writeHead(400).end();
+    return;
+  }
+  if (typeof m?.room !== 'string' || typeof m.event !== 'string') {
+    res.writeHead(400).end();
+    return;
+  }
+  io.to(m.room).emit(m.event, m.data);
+  res.writeHead(201, { 'content-type': 'application/json' }).end('{"ok":true}');
+});
+
+const io = new Server(server, { adapter: createAdapter(redis, { streamName: stream, channelPrefix: stream }) });
+io.on('connection', (socket) => {
+  socket.on('join', (room, ack) => {
+    if (typeof room !== 'string') return typeof ack === 'function' && ack({ ok: false });
+    socket.join(room);
+    if (typeof ack === 'function') ack({ ok: true });
+  });
+});
+
+server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
+  console.error(`peer: listening on http://127.0.0.1:${server.address().port}`);
+});
+
+let closing = false;
+function shutdown() {
+  if (closing) return;
+  closing = true;
+  setTimeout(() => process.exit(0), 3000).unref();
+  io.close(() => {
+    redis.disconnect();
+    process.exit(0);
+  });
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
