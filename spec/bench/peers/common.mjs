@@ -1,7 +1,7 @@
 /**
- * Helpers shared by the peer targets (targets/socketio.mjs, targets/ws-raw.mjs):
- * starting one peer server process (peers/*-server.mjs) and the HTTP publisher that
- * posts `{room, event, data}` to its `POST /publish`.
+ * Helpers shared by the targets: starting a server process and waiting for its
+ * listening line (every target), and the HTTP publisher that posts `{room, event, data}`
+ * to a peer's `POST /publish` (targets/socketio.mjs, targets/ws-raw.mjs).
  */
 import { spawn } from 'node:child_process';
 import http from 'node:http';
@@ -15,13 +15,14 @@ function exited(child) {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-/** Spawn `node script` with env; resolves when it prints its listening line. */
-export async function startPeer({ label, script, env, track }) {
+/**
+ * Spawn a server process (`node ...args`) and resolve once it prints its listening line
+ * (`listening` captures the port as its second group). Shared by every target.
+ */
+export async function startServerProcess({ label, args, cwd, env, listening, track, stopTimeoutMs = STOP_TIMEOUT_MS }) {
+  // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, script], {
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(process.execPath, [...nodeArgs, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   track(child);
   let output = '';
   const keep = (chunk) => {
@@ -30,15 +31,16 @@ export async function startPeer({ label, script, env, track }) {
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`peer ${label} did not start within ${START_TIMEOUT_MS} ms:\n${output}`)), START_TIMEOUT_MS);
+    const timer = setTimeout(() => fail(new Error(`${label} did not start within ${START_TIMEOUT_MS} ms:\n${output}`)), START_TIMEOUT_MS);
     const onData = () => {
-      const m = LISTENING_RE.exec(output);
+      const m = listening.exec(output);
       if (m) {
         cleanup();
         resolve(Number(m[2]));
       }
     };
-    const onExit = (code, signal) => fail(new Error(`peer ${label} exited (${code ?? signal}) before listening:\n${output}`));
+    // 'close' (not 'exit'): it comes after the pipes are drained, so the message is complete.
+    const onExit = (code, signal) => fail(new Error(`${label} exited (${code ?? signal}) before listening:\n${output}`));
     const onError = (err) => fail(err);
     function cleanup() {
       clearTimeout(timer);
@@ -61,17 +63,30 @@ export async function startPeer({ label, script, env, track }) {
     pid: child.pid,
     port,
     url: `http://127.0.0.1:${port}`,
+    /** What the process printed after its listening line: warnings, errors. */
     laterOutput: () => output.slice(listenedAt).trim(),
+    output: () => output,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       const gone = exited(child);
       child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      const timer = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMs);
       await gone;
       clearTimeout(timer);
       return child.exitCode;
     },
   };
+}
+
+/** Spawn a peer server script (peers/*-server.mjs) with env. */
+export function startPeer({ label, script, env, track }) {
+  return startServerProcess({
+    label: `peer ${label}`,
+    args: [script],
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', ...env },
+    listening: LISTENING_RE,
+    track,
+  });
 }
 
 /** `publish(room, data)` → POST {url}/publish {room, event: 'bench', data}; resolves to null (no event ids). */

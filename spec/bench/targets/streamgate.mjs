@@ -15,12 +15,13 @@
  * Channels are plain names chosen by run.mjs (`bench:<n>`); a target maps them to
  * whatever it calls them (Socket.IO rooms, for instance).
  */
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { startServerProcess } from '../peers/common.mjs';
 
 export const name = 'streamgate';
 
@@ -38,11 +39,6 @@ const TENANT = 'bench';
 const TOKEN_TTL_S = 4 * 3600;
 
 // ---------------------------------------------------------------- server half
-
-function exited(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
 
 function nodeEnv({ redisUrl, secret, dir }) {
   return {
@@ -84,67 +80,16 @@ async function createServerKey({ redisUrl, secret, dir, track }) {
 }
 
 async function startNode({ label, redisUrl, secret, dir, track }) {
-  // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], {
+  const node = await startServerProcess({
+    label: `node ${label}`,
+    args: [BIN, 'serve'],
     cwd: ROOT,
     env: nodeEnv({ redisUrl, secret, dir }),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    listening: LISTENING_RE,
+    track,
+    stopTimeoutMs: STOP_TIMEOUT_MS,
   });
-  track(child);
-  let output = '';
-  const keep = (chunk) => {
-    output = (output + chunk.toString()).slice(-32_000);
-  };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`node ${label} did not start within ${START_TIMEOUT_MS} ms:\n${output}`)), START_TIMEOUT_MS);
-    const onData = () => {
-      const m = LISTENING_RE.exec(output);
-      if (m) {
-        cleanup();
-        resolve(Number(m[2]));
-      }
-    };
-    // 'close' (not 'exit'): it comes after the pipes are drained, so the message is complete.
-    const onExit = (code, signal) => fail(new Error(`node ${label} exited (${code ?? signal}) before listening:\n${output}`));
-    const onError = (err) => fail(err);
-    function cleanup() {
-      clearTimeout(timer);
-      child.stderr.off('data', onData);
-      child.off('close', onExit);
-      child.off('error', onError);
-    }
-    function fail(err) {
-      cleanup();
-      child.kill('SIGKILL');
-      reject(err);
-    }
-    child.stderr.on('data', onData);
-    child.once('close', onExit);
-    child.once('error', onError);
-  });
-  const listenedAt = output.length;
-  return {
-    label,
-    pid: child.pid,
-    port,
-    url: `http://127.0.0.1:${port}`,
-    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
-    /** What the node printed after its listening line: warnings, errors. */
-    laterOutput: () => output.slice(listenedAt).trim(),
-    output: () => output,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      const gone = exited(child);
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-      await gone;
-      clearTimeout(timer);
-      return child.exitCode;
-    },
-  };
+  return { ...node, label, wsUrl: `ws://127.0.0.1:${node.port}/v1/ws` };
 }
 
 export const server = {
