@@ -149,3 +149,17 @@ export function toNumber(value: unknown): number {
 export function toNumberOrNull(value: unknown): number | null {
   return value === null || value === undefined ? null : toNumber(value);
 }
+
+/**
+ * A JSON object stored as text (SQLite and PostgreSQL alike); anything else (null, a
+ * hand-edited row, an array) reads as `{}`.
+ */
+export function toJsonObject<T extends object = Record<string, unknown>>(text: unknown): T {
+  if (typeof text !== 'string') return {} as T;
+  try {
+    const value: unknown = JSON.parse(text);
+    return (typeof value === 'object' && value !== null && !Array.isArray(value) ? value : {}) as T;
+  } catch {
+    return {} as T;
+  }
+}

@@ -8,7 +8,7 @@ import type { Knex } from 'knex';
 import { z } from 'zod';
 import { DELIVERY_CHANNELS, quietHoursSchema, type DeliveryChannel } from '../config/notifications.js';
 import { badRequest } from '../errors.js';
-import { toDate, toDateOrNull } from './database.js';
+import { toDate, toDateOrNull, toJsonObject } from './database.js';
 
 export interface QuietHours {
   /** Local `HH:MM`. */
@@ -124,16 +124,6 @@ interface PreferencesRow {
   updated_at: unknown;
 }
 
-function decodeObject<T extends object>(text: unknown): T {
-  if (typeof text !== 'string') return {} as T;
-  try {
-    const v: unknown = JSON.parse(text);
-    return (typeof v === 'object' && v !== null && !Array.isArray(v) ? v : {}) as T;
-  } catch {
-    return {} as T;
-  }
-}
-
 /** SQLite answers booleans as 0/1. */
 const toBool = (v: unknown): boolean => v === true || v === 1 || v === '1' || v === 't' || v === 'true';
 
@@ -141,9 +131,9 @@ function toPreferences(row: PreferencesRow): NotificationPreferences {
   return {
     enabled: toBool(row.enabled),
     email: row.email ?? null,
-    channels: decodeObject<ChannelSwitches>(row.channels),
-    categories: decodeObject<Record<string, boolean | ChannelSwitches>>(row.categories),
-    devices: decodeObject<Record<string, boolean>>(row.devices),
+    channels: toJsonObject<ChannelSwitches>(row.channels),
+    categories: toJsonObject<Record<string, boolean | ChannelSwitches>>(row.categories),
+    devices: toJsonObject<Record<string, boolean>>(row.devices),
     quietHours: row.quiet_start && row.quiet_end && row.time_zone ? { start: row.quiet_start, end: row.quiet_end, timeZone: row.time_zone } : null,
     dndUntil: toDateOrNull(row.dnd_until),
     digest: toBool(row.digest),

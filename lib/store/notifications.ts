@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { isPriority, type Priority } from '../protocol/frames.js';
-import { toDate, toDateOrNull, toNumber } from './database.js';
+import { toDate, toDateOrNull, toJsonObject, toNumber } from './database.js';
 
 export const DELIVERY_STATES = ['queued', 'delayed', 'sent', 'failed', 'no_target', 'suppressed'] as const;
 export type DeliveryState = (typeof DELIVERY_STATES)[number];
@@ -103,16 +103,6 @@ export function notificationId(tenant: string, channel: string, eventId: string,
   return createHash('sha256').update(`${tenant}\n${channel}\n${eventId}\n${userId}`).digest('hex').slice(0, 32);
 }
 
-function decodeData(text: unknown): Record<string, unknown> {
-  if (typeof text !== 'string') return {};
-  try {
-    const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
-}
-
 function toNotification(row: NotificationRow): Notification {
   return {
     id: row.id,
@@ -125,7 +115,7 @@ function toNotification(row: NotificationRow): Notification {
     priority: isPriority(row.priority) ? row.priority : 'normal',
     title: row.title,
     body: row.body,
-    data: decodeData(row.data),
+    data: toJsonObject(row.data),
     createdAt: toDate(row.created_at),
     readAt: toDateOrNull(row.read_at),
     delivery: {},

@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { badRequest, conflict, notFound, unavailable } from '../errors.js';
-import { dialectOf, toDate, toDateOrNull } from './database.js';
+import { dialectOf, toDate, toDateOrNull, toJsonObject } from './database.js';
 
 /** Highest first; the same union as `ROOM_ROLES` in `lib/auth/room-roles.ts`. */
 export const ROOM_ROLES = ['owner', 'admin', 'member', 'viewer'] as const;
@@ -119,16 +119,6 @@ function encodeMetadata(metadata: unknown): string {
   return json;
 }
 
-/** Stored metadata as an object; anything else (a hand-edited row) reads as `{}`. */
-function decodeMetadata(text: unknown): Record<string, unknown> {
-  if (typeof text !== 'string') return {};
-  try {
-    const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
-}
 
 function checkUserId(userId: unknown, field = 'user_id'): string {
   if (typeof userId !== 'string' || userId.length < 1 || userId.length > MAX_USER_ID) {
@@ -147,7 +137,7 @@ function toRoom(row: RoomRow): Room {
   const room: Room = {
     id: row.id,
     name: row.name,
-    metadata: decodeMetadata(row.metadata),
+    metadata: toJsonObject(row.metadata),
     archived: archivedAt !== null,
     archivedAt,
     createdBy: row.created_by,
@@ -211,7 +201,7 @@ export class RoomStore {
     return {
       id,
       name,
-      metadata: decodeMetadata(metadata),
+      metadata: toJsonObject(metadata),
       archived: false,
       archivedAt: null,
       createdBy,

@@ -5,11 +5,10 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { StreamgateError } from '../../lib/errors.js';
-import { migrateLatest, openDatabase } from '../../lib/store/database.js';
 import { parsePreferencesPatch, PreferenceStore, preferencesJson } from '../../lib/store/notification-preferences.js';
 import { notificationId, NotificationStore, type NewNotification } from '../../lib/store/notifications.js';
 import { parsePushTargetPatch, PushTargetStore } from '../../lib/store/push-targets.js';
-import { forEachDatabase, type TestDatabase } from '../support/databases.js';
+import { forEachDatabase, openMigrated } from '../support/databases.js';
 
 const P256 = Buffer.concat([Buffer.from([4]), Buffer.alloc(64, 7)]).toString('base64url');
 const AUTH = Buffer.alloc(16, 9).toString('base64url');
@@ -30,8 +29,8 @@ function rejection(fn: () => unknown): Promise<StreamgateError> {
 
 describe('notification repositories', () => {
   forEachDatabase((target) => {
-    let db: TestDatabase;
     let knex: Knex;
+    let cleanup: () => Promise<void>;
     let history: NotificationStore;
     let prefs: PreferenceStore;
     let targets: PushTargetStore;
@@ -39,17 +38,14 @@ describe('notification repositories', () => {
     let seq = 0;
 
     before(async () => {
-      db = await target.open();
-      knex = await openDatabase(db.config);
-      await migrateLatest(knex);
+      ({ knex, cleanup } = await openMigrated(target));
       history = new NotificationStore(knex);
       prefs = new PreferenceStore(knex);
       targets = new PushTargetStore(knex);
     });
 
     after(async () => {
-      await knex.destroy();
-      await db.cleanup();
+      await cleanup();
     });
 
     beforeEach(() => {

@@ -1,23 +1,20 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { AuditWriter } from '../../lib/store/audit.js';
-import { migrateLatest, openDatabase, toDate } from '../../lib/store/database.js';
+import { toDate } from '../../lib/store/database.js';
 import { ReadCursorStore } from '../../lib/store/read-cursors.js';
-import { forEachDatabase, type TestDatabase } from '../support/databases.js';
+import { forEachDatabase, openMigrated } from '../support/databases.js';
 
 describe('read cursors and presence history in the database', () => {
   forEachDatabase((target) => {
-    let db: TestDatabase;
     let knex: Knex;
+    let cleanup: () => Promise<void>;
 
     before(async () => {
-      db = await target.open();
-      knex = await openDatabase(db.config);
-      await migrateLatest(knex);
+      ({ knex, cleanup } = await openMigrated(target));
     });
     after(async () => {
-      await knex.destroy();
-      await db.cleanup();
+      await cleanup();
     });
 
     it('upserts the latest cursor per user and channel in batches, keeping the other kind', async () => {

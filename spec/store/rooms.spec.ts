@@ -3,9 +3,8 @@ import type { Knex } from 'knex';
 import { ROOM_ROLES as AUTH_ROLES } from '../../lib/auth/room-roles.js';
 import { StreamgateError } from '../../lib/errors.js';
 import { isValidChannel } from '../../lib/protocol/channel.js';
-import { migrateLatest, openDatabase } from '../../lib/store/database.js';
 import { ROOM_ROLES, RoomStore } from '../../lib/store/rooms.js';
-import { forEachDatabase, type TestDatabase } from '../support/databases.js';
+import { forEachDatabase, openMigrated } from '../support/databases.js';
 
 async function rejection(work: Promise<unknown>): Promise<StreamgateError> {
   try {
@@ -23,21 +22,18 @@ describe('RoomStore', () => {
   });
 
   forEachDatabase((target) => {
-    let db: TestDatabase;
     let knex: Knex;
+    let cleanup: () => Promise<void>;
     let rooms: RoomStore;
     let tenant: string;
     let seq = 0;
 
     before(async () => {
-      db = await target.open();
-      knex = await openDatabase(db.config);
-      await migrateLatest(knex);
+      ({ knex, cleanup } = await openMigrated(target));
     });
 
     after(async () => {
-      await knex.destroy();
-      await db.cleanup();
+      await cleanup();
     });
 
     beforeEach(() => {

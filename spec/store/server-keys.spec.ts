@@ -2,27 +2,23 @@ import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { StreamgateError } from '../../lib/errors.js';
-import { migrateLatest, openDatabase } from '../../lib/store/database.js';
 import { ServerKeyStore } from '../../lib/store/server-keys.js';
-import { forEachDatabase, type TestDatabase } from '../support/databases.js';
+import { forEachDatabase, openMigrated } from '../support/databases.js';
 
 const KEY_FORMAT = /^sgk_[0-9A-Za-z]{12}_[A-Za-z0-9_-]{43}$/;
 
 describe('ServerKeyStore', () => {
   forEachDatabase((target) => {
-    let db: TestDatabase;
     let knex: Knex;
+    let cleanup: () => Promise<void>;
     let keys: ServerKeyStore;
 
     before(async () => {
-      db = await target.open();
-      knex = await openDatabase(db.config);
-      await migrateLatest(knex);
+      ({ knex, cleanup } = await openMigrated(target));
     });
 
     after(async () => {
-      await knex.destroy();
-      await db.cleanup();
+      await cleanup();
     });
 
     beforeEach(() => {

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import knexFactory from 'knex';
-import type { DatabaseSettings } from '../../lib/store/database.js';
+import knexFactory, { type Knex } from 'knex';
+import { migrateLatest, openDatabase, type DatabaseSettings } from '../../lib/store/database.js';
 
 export type DatabaseName = 'sqlite' | 'postgres';
 
@@ -62,4 +62,19 @@ export const databases: readonly DatabaseTarget[] = [sqlite, postgres].filter((d
 /** Declare `fn`'s tests once per database, each inside `describe(<name>)`. */
 export function forEachDatabase(fn: (db: DatabaseTarget) => void): void {
   for (const db of databases) describe(db.name, () => fn(db));
+}
+
+/** A fresh database of `target` with every migration applied; `cleanup` destroys both. */
+export async function openMigrated(target: DatabaseTarget): Promise<{ knex: Knex; db: TestDatabase; cleanup(): Promise<void> }> {
+  const db = await target.open();
+  const knex = await openDatabase(db.config);
+  await migrateLatest(knex);
+  return {
+    knex,
+    db,
+    cleanup: async () => {
+      await knex.destroy();
+      await db.cleanup();
+    },
+  };
 }
