@@ -153,3 +153,19 @@ export function exitWithParent() {
     if (process.ppid !== parent) process.exit(1);
   }, 2000).unref();
 }
+
+/** Close a `ws` client politely, terminating it when the server does not answer in 5 s. */
+export function closeSocket(ws) {
+  if (ws.readyState === ws.CLOSED) return Promise.resolve();
+  return new Promise((res) => {
+    const timer = setTimeout(() => {
+      ws.terminate();
+      res();
+    }, 5000);
+    ws.once('close', () => {
+      clearTimeout(timer);
+      res();
+    });
+    ws.close(1000, 'bench done');
+  });
+}

@@ -21,7 +21,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startServerProcess } from '../peers/common.mjs';
+import { closeSocket, startServerProcess } from '../peers/common.mjs';
 
 export const name = 'streamgate';
 
@@ -203,18 +203,7 @@ export const client = {
           });
         },
         close() {
-          if (ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-          return new Promise((res) => {
-            const timer = setTimeout(() => {
-              ws.terminate();
-              res();
-            }, 5000);
-            ws.once('close', () => {
-              clearTimeout(timer);
-              res();
-            });
-            ws.close(1000, 'bench done');
-          });
+          return closeSocket(ws);
         },
         terminate() {
           ws.terminate();

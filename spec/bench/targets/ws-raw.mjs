@@ -5,7 +5,7 @@
  * client connects to it. Same two halves as targets/streamgate.mjs. No resume.
  */
 import { fileURLToPath } from 'node:url';
-import { httpPublisher, startPeer } from '../peers/common.mjs';
+import { closeSocket, httpPublisher, startPeer } from '../peers/common.mjs';
 
 export const name = 'ws-raw';
 export const supports = { resume: false };
@@ -71,18 +71,7 @@ export const client = {
           });
         },
         close() {
-          if (ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-          return new Promise((res) => {
-            const timer = setTimeout(() => {
-              ws.terminate();
-              res();
-            }, 5000);
-            ws.once('close', () => {
-              clearTimeout(timer);
-              res();
-            });
-            ws.close(1000, 'bench done');
-          });
+          return closeSocket(ws);
         },
         terminate() {
           ws.terminate();
