@@ -12,6 +12,7 @@ import { notFound } from './errors.js';
 import { Hub } from './gateway/hub.js';
 import { Metrics } from './gateway/metrics.js';
 import { createRouter, sendError } from './http/app.js';
+import { PublishLane } from './http/publish-endpoint.js';
 import { Store } from './store/store.js';
 import { TokenVerifier } from './auth/tokens.js';
 import { CloseCode } from './protocol/codes.js';
@@ -207,7 +208,20 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
       app.set('trust proxy', 'loopback');
       app.use(router);
       app.use((req, res) => sendError(res, notFound(`no route ${req.method} ${req.path}`)));
-      const server = createServer(app);
+      // Single publishes skip Express when they can (lib/http/publish-endpoint.ts).
+      const lane = new PublishLane({
+        publish: publishDeps,
+        access,
+        track,
+        keys: store.keys,
+        verifier: ctx.verifier,
+        metrics,
+        corsOrigins: config.corsOrigins,
+        isClosing: () => closing !== null,
+      });
+      const server = createServer((req, res) => {
+        if (!lane.take(req, res)) app(req, res);
+      });
       gateway.attach(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);

@@ -13,11 +13,13 @@ import { assertMaySubscribe } from '../auth/rules.js';
 import { createAuthenticator, type ServerKeyVerifier } from '../auth/authenticate.js';
 import type { Config } from '../config/config.js';
 import type { Engine } from '../engine/engine.js';
-import { StreamgateError, badRequest, forbidden, notFound, toStreamgateError, unauthorized } from '../errors.js';
+import { StreamgateError, badRequest, forbidden, notFound, unauthorized } from '../errors.js';
 import type { Metrics } from '../gateway/metrics.js';
 import { appendEvents, preparePublish, type PublishAudit } from '../gateway/publish.js';
 import type { TenantQuota } from '../gateway/tenant-quota.js';
 import { encodeEventFrame } from '../protocol/frames.js';
+import { writeError } from './respond.js';
+import { publishOne } from './publish-endpoint.js';
 import { assertChannel, parseHistoryQuery, parsePresencePatch } from '../gateway/event-input.js';
 
 export interface HttpDeps {
@@ -84,23 +86,8 @@ function channelParam(req: Request): string {
   return channel;
 }
 
-/** Map body-parser's errors (size, syntax, encoding: all carry a 4xx status) onto the catalogue. */
-function bodyParserError(err: unknown): StreamgateError | null {
-  if (err instanceof StreamgateError) return null;
-  const e = err as { type?: unknown; status?: unknown; message?: unknown } | null;
-  if (e?.type === 'entity.too.large' || e?.status === 413) return new StreamgateError('too_large', 'request body is too large');
-  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
-    return badRequest(`malformed request body: ${String(e.message)}`);
-  }
-  return null;
-}
-
-export function sendError(res: Response, err: unknown): void {
-  const e = bodyParserError(err) ?? toStreamgateError(err);
-  if (e.code === 'internal') process.emitWarning(`streamgate internal error: ${String((e.cause as Error)?.stack ?? e.cause)}`);
-  if (e.retryAfter !== undefined) res.setHeader('Retry-After', String(Math.max(1, Math.ceil(e.retryAfter))));
-  res.status(e.status).json(e.toBody());
-}
+/** The JSON error answer (lib/http/respond.ts), under the name the routers know. */
+export const sendError = writeError;
 
 /**
  * CORS for pages on other origins (`CORS_ORIGINS`): the SDK sends `Authorization`
@@ -222,13 +209,11 @@ export function createRouter(deps: HttpDeps): Router {
     router.get('/v1/announcements', (req, res) => streams.announcements(req, res));
   }
 
+  // The same answer as the fast lane of `gateway.listen` (lib/http/publish-endpoint.ts).
+  const publishEndpoint = { publish: deps, track, ...(deps.collaboration?.access ? { access: deps.collaboration.access } : {}) };
   router.post('/v1/channels/:channel/events', authenticate, jsonOne, async (req, res, next) => {
     try {
-      const p = principal(req);
-      const request = preparePublish(config, p, channelParam(req), requireBody(req));
-      if (p.kind === 'user') await deps.collaboration?.access?.mayPublish(p, request.channel);
-      const [answer] = await track(appendEvents(deps, p, [request], 'http'));
-      res.status(201).json(answer);
+      res.status(201).json(await publishOne(publishEndpoint, principal(req), channelParam(req), requireBody(req)));
     } catch (err) {
       next(err);
     }
