@@ -397,7 +397,8 @@ export class MemoryEngine implements Engine {
     const now = Date.now();
     const m = this.presenceOf(tenant, channel);
     let first = true;
-    for (const [id, p] of m) if (id !== entry.connectionId && p.entry.userId === entry.userId && p.expiry > now) first = false;
+    // Renewing this connection's own live entry (every long-poll does) is no join either.
+    for (const p of m.values()) if (p.entry.userId === entry.userId && p.expiry > now) first = false;
     m.set(entry.connectionId, { entry: { ...entry }, expiry: now + ttlMs });
     const uk = tenant + '\u0000' + entry.userId;
     let chans = this.userChannelSets.get(uk);

@@ -290,6 +290,8 @@ export function engineContract(name: string, factory: EngineFactory): void {
       expect(await engine.presenceJoin('t1', 'room:1', ann2, 60_000)).to.deep.equal({ first: false, count: 1 });
       expect(await engine.presenceJoin('t1', 'room:1', bo, 60_000)).to.deep.equal({ first: true, count: 2 });
       expect(await engine.presenceJoin('t2', 'room:1', bo, 60_000)).to.deep.equal({ first: true, count: 1 });
+      // The same connection joining again (a long-poll renewing its stable entry) is no join.
+      expect(await engine.presenceJoin('t2', 'room:1', bo, 60_000)).to.deep.equal({ first: false, count: 1 });
       const list = await engine.presenceList('t1', 'room:1');
       expect(list.map((e) => e.connectionId).sort()).to.deep.equal(['c1', 'c2', 'c3']);
       expect(list.find((e) => e.connectionId === 'c1')).to.deep.equal(ann1);

@@ -124,6 +124,25 @@ describe('long-polling /v1/poll', function () {
     }
   });
 
+  it('a user polling again is no new presence join: two pollers do not wake each other', async () => {
+    const joinsSeen = { ann: 0, bo: 0 };
+    const loop = async (user: 'ann' | 'bo') => {
+      const t = token({ sub: user });
+      let cursor = (await poll(`channels=team:pres&token=${t}`)).body.cursor;
+      for (let i = 0; i < 4; i++) {
+        const r = await poll(`channels=team:pres&token=${t}&cursor=${cursor}&timeout=1`);
+        joinsSeen[user] += r.body.frames.filter((f: any) => f.type === 'presence' && f.action === 'join').length;
+        cursor = r.body.cursor;
+      }
+    };
+    const t0 = Date.now();
+    await Promise.all([loop('ann'), loop('bo')]);
+    // Each learns of the other's first join at most once; the rest of the polls are held.
+    expect(joinsSeen.ann).to.be.at.most(1);
+    expect(joinsSeen.bo).to.be.at.most(1);
+    expect(Date.now() - t0).to.be.above(2500);
+  });
+
   it('releases held polls at once on shutdown', async () => {
     const c = await startGateway();
     const t = c.token({ sub: 'ann', tid: 'acme', channels: ['team:*'] });

@@ -11,8 +11,9 @@ ARGV[4]  user id
 ARGV[5]  entry JSON
 ARGV[6]  key TTL, ms
 
-Returns {first, count}: first = 1 when the user had no other live entry here (a join
-to announce), count = distinct users with a live entry after this one.
+Returns {first, count}: first = 1 when the user had no live entry here (a join to
+announce; renewing this connection's own live entry, as every long-poll does, is
+none), count = distinct users with a live entry after this one.
 ]]
 
 local now = tonumber(ARGV[1])
@@ -20,7 +21,9 @@ local first = 1
 local users = {}
 local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
 for _, conn in ipairs(live) do
-  if conn ~= ARGV[3] then
+  if conn == ARGV[3] then
+    first = 0
+  else
     local json = redis.call('HGET', KEYS[1], conn)
     if json then
       local u = cjson.decode(json)['u']
