@@ -18,8 +18,12 @@ import type { OutFrame } from '../gateway/shared-frame.js';
 import { DEVICES } from '../gateway/event-input.js';
 
 
-/** ws keeps the TCP socket here; we need its 'drain' to resume a queued session. */
-type SocketOf = { _socket?: Duplex & { writableLength?: number } };
+/**
+ * ws keeps the TCP socket here (we need its 'drain' to resume a queued session) and
+ * its frame writer: with nothing queued in the writer, a prebuilt frame may go
+ * straight to the socket without overtaking anything.
+ */
+type SocketOf = { _socket?: Duplex & { writableLength?: number }; _sender?: { _state?: unknown; _queue?: unknown[] } };
 
 class WebSocketTransport implements Transport {
   readonly name = 'websocket' as const;
@@ -34,8 +38,12 @@ class WebSocketTransport implements Transport {
 
   write(frame: OutFrame): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    // A shared frame goes out as the same bytes to every socket: a text frame all the same.
-    if (typeof frame === 'string') this.ws.send(frame);
+    if (typeof frame === 'string') return this.ws.send(frame);
+    // A shared frame is the same bytes for every socket (perMessageDeflate is off):
+    // one write of the prebuilt frame, unless ws's writer holds something back.
+    const inner = this.ws as unknown as SocketOf;
+    const sender = inner._sender;
+    if (inner._socket && sender?._state === 0 && sender._queue?.length === 0) inner._socket.write(frame.wsFrame);
     else this.ws.send(frame.bytes, TEXT_FRAME);
   }
 
@@ -92,6 +100,18 @@ const TEXT_FRAME = { binary: false } as const;
 
 function ignoreSocketError(): void {
   // the 'close' that follows ends the session
+}
+
+/*
+ * Per-socket listeners are shared functions that find their session on the socket, so
+ * an idle connection holds no closures (and through them no upgrade request).
+ */
+function onClose(this: WebSocket & { session?: Session }, code: number): void {
+  this.session?.ended(code);
+}
+
+function onWsError(): void {
+  // 'close' follows; a frame over maxPayload closes with 1009 by itself.
 }
 
 function onMessage(this: WebSocket & { session?: Session }, data: RawData, isBinary: boolean): void {
@@ -159,37 +179,39 @@ export class WebSocketGateway {
       return;
     }
     // A socket that dies during the handshake never reaches the callback: give its slots back.
-    let upgraded = false;
-    socket.once('close', () => {
-      if (!upgraded) this.deps.registry.release(a.slots, a.connectionId);
-    });
+    const early = () => this.deps.registry.release(a.slots, a.connectionId);
+    socket.once('close', early);
+    const userAgent = String(req.headers['user-agent'] ?? '').slice(0, 512);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      upgraded = true;
-      // Over a connection limit: upgraded, then closed 4009 before any welcome, because a
-      // browser can read a close code but never the status of a refused upgrade.
-      if (a.refusal) {
-        ws.on('error', () => undefined);
-        ws.close(CloseCode.ConnectionLimit, a.refusal);
-        return;
-      }
-      const transport = new WebSocketTransport(ws);
-      const session = new Session(this.deps.ctx, transport, a.principal, {
-        connectionId: a.connectionId,
-        device: a.device,
-        ip: a.ip,
-        userAgent: String(req.headers['user-agent'] ?? '').slice(0, 512),
-      });
-      transport.session = session;
-      (ws as WebSocket & { session?: Session }).session = session;
-      ws.on('message', onMessage);
-      ws.on('close', (code: number) => session.ended(code));
-      ws.on('error', () => {
-        // 'close' follows; a frame over maxPayload closes with 1009 by itself.
-      });
-      this.deps.registry.add(session, a.slots);
-      this.deps.onOpen(session);
-      session.welcome();
+      socket.off('close', early);
+      this.open(ws, a, userAgent);
     });
+  }
+
+  /** The upgraded socket: nothing of the upgrade request is kept past this point. */
+  private open(ws: WebSocket, a: { principal: UserPrincipal; device: string | null; ip: string; connectionId: string; refusal: string | null; slots: string[] }, userAgent: string): void {
+    // Over a connection limit: upgraded, then closed 4009 before any welcome, because a
+    // browser can read a close code but never the status of a refused upgrade.
+    if (a.refusal) {
+      ws.on('error', onWsError);
+      ws.close(CloseCode.ConnectionLimit, a.refusal);
+      return;
+    }
+    const transport = new WebSocketTransport(ws);
+    const session = new Session(this.deps.ctx, transport, a.principal, {
+      connectionId: a.connectionId,
+      device: a.device,
+      ip: a.ip,
+      userAgent,
+    });
+    transport.session = session;
+    (ws as WebSocket & { session?: Session }).session = session;
+    ws.on('message', onMessage);
+    ws.on('close', onClose);
+    ws.on('error', onWsError);
+    this.deps.registry.add(session, a.slots);
+    this.deps.onOpen(session);
+    session.welcome();
   }
 
   close(): void {
