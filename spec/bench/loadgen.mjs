@@ -42,6 +42,12 @@ function onFanoutEvent(i, data, at) {
   }
   const t = track;
   if (!t) return;
+  // A delivery published for another `arm` (a ramp's earlier level, arriving late) is
+  // neither counted nor taken for this level's sequence number.
+  if ((data.l ?? null) !== t.tag) {
+    t.stale++;
+    return;
+  }
   const seq = data.seq;
   const chan = t.chanOf[i];
   if (typeof seq !== 'number' || seq < 0 || seq >= t.n || seq % t.R !== chan) {
@@ -74,6 +80,19 @@ async function pool(count, concurrency, fn) {
   await Promise.all(workers);
 }
 
+/**
+ * Sums of the connections' own counters (errors, frames other than events; polls for
+ * long-polling clients): what a transport did besides delivering.
+ */
+function clientCounters(group) {
+  const sum = {};
+  for (const c of groups.get(group) ?? []) {
+    if (!c) continue;
+    for (const [k, v] of Object.entries(c.conn.stats)) if (typeof v === 'number' && k !== 'closeCode') sum[k] = (sum[k] ?? 0) + v;
+  }
+  return sum;
+}
+
 function pct(sorted, n, p) {
   if (n === 0) return null;
   return sorted[Math.min(n - 1, Math.max(0, Math.ceil(p * n) - 1))];
@@ -85,8 +104,24 @@ const commands = {
     return { pid: process.pid };
   },
 
-  /** Open specs.length connections in `group`; connection i subscribes to channels[chan[i]]. */
-  async connect({ group = 'main', specs, channels, chan, concurrency = 100, subscribe = true }) {
+  /**
+   * Open specs.length connections in `group`; connection i subscribes to channels[chan[i]].
+   * transport 'ws' (default): `client.connect` then a subscribe; 'sse' / 'poll':
+   * `client.connectSse` / `client.connectPoll`, which subscribe through the query string.
+   */
+  async connect({ group = 'main', specs, channels, chan, concurrency = 100, subscribe = true, transport = 'ws' }) {
+    const open =
+      transport === 'ws'
+        ? (spec, handlers) => client.connect(spec, handlers)
+        : transport === 'sse' || transport === 'poll'
+          ? (spec, handlers, i) => {
+              const fn = transport === 'sse' ? client.connectSse : client.connectPoll;
+              if (!fn) throw new Error(`this target has no ${transport} client`);
+              return fn({ ...spec, channels: [channels[chan[i]]] }, handlers);
+            }
+          : null;
+    if (!open) throw new Error(`connect: unknown transport ${transport}`);
+    if (transport !== 'ws') subscribe = false;
     const list = new Array(specs.length);
     groups.set(group, list);
     let failed = 0;
@@ -94,12 +129,16 @@ const commands = {
     const t0 = now();
     await pool(specs.length, concurrency, async (i) => {
       try {
-        const conn = await client.connect(specs[i], {
-          onEvent: group === 'main' ? (_channel, _id, data, at) => onFanoutEvent(i, data, at) : () => undefined,
-          onClose: (code) => {
-            closeCodes[code] = (closeCodes[code] ?? 0) + 1;
+        const conn = await open(
+          specs[i],
+          {
+            onEvent: group === 'main' ? (_channel, _id, data, at) => onFanoutEvent(i, data, at) : () => undefined,
+            onClose: (code) => {
+              closeCodes[code] = (closeCodes[code] ?? 0) + 1;
+            },
           },
-        });
+          i,
+        );
         try {
           if (subscribe) await conn.subscribe(channels[chan[i]]);
         } catch (err) {
@@ -116,8 +155,12 @@ const commands = {
     return { connected: specs.length - failed, failed, errors, ms: now() - t0 };
   },
 
-  /** Start counting fan-out deliveries: seqs 0..n-1, seq s goes to channel s % R. */
-  arm({ group = 'main', n, R }) {
+  /**
+   * Start counting fan-out deliveries: seqs 0..n-1, seq s goes to channel s % R. `tag`
+   * (a ramp level) must match the payload's `l` (publish's `tag`): deliveries of an
+   * earlier arm that arrive late count as `stale`, never for this one.
+   */
+  arm({ group = 'main', n, R, tag = null }) {
     const list = groups.get(group);
     const chanOf = new Int32Array(list.length);
     const seen = new Array(list.length);
@@ -129,7 +172,7 @@ const commands = {
     }
     let expected = 0;
     for (let s = 0; s < n; s++) expected += perChannel[s % R];
-    track = { n, R, chanOf, seen, expected, received: 0, dupes: 0, unexpected: 0, lat: new Float64Array(expected), latN: 0, firstAt: Infinity, lastAt: 0, done: null };
+    track = { n, R, tag, group, chanOf, seen, expected, received: 0, dupes: 0, unexpected: 0, stale: 0, lat: new Float64Array(expected), latN: 0, firstAt: Infinity, lastAt: 0, done: null };
     return { expected, perChannel: [Math.min(...perChannel), Math.max(...perChannel)] };
   },
 
@@ -158,6 +201,8 @@ const commands = {
       missing: t.expected - t.received,
       dupes: t.dupes,
       unexpected: t.unexpected,
+      stale: t.stale,
+      clients: clientCounters(t.group),
       warmupSeen,
       firstAt: t.firstAt === Infinity ? null : t.firstAt,
       lastAt: t.lastAt || null,
@@ -169,10 +214,12 @@ const commands = {
   /**
    * Publish `count` events round-robin over `channels`, paced at `rate`/s (0: as fast as
    * `concurrency` allows). kind: fanout ({seq,t}), warmup ({w,seq,t}), probe ({probe,t}),
-   * seq ({seq,t}, ids returned in seq order).
+   * seq ({seq,t}, ids returned in seq order). `tag` (a ramp level) goes into fanout
+   * payloads as `l`, for `arm`. The publisher may be a promise (a WebSocket publisher
+   * connects first); pacing starts once it is ready.
    */
-  async publish({ spec, channels, count, rate = 0, concurrency = 16, kind = 'fanout', timeoutMs = 120_000 }) {
-    const pub = client.publisher(spec, { maxSockets: concurrency });
+  async publish({ spec, channels, count, rate = 0, concurrency = 16, kind = 'fanout', tag = null, timeoutMs = 120_000 }) {
+    const pub = await client.publisher(spec, { maxSockets: concurrency });
     const R = channels.length;
     const ids = kind === 'seq' ? new Array(count).fill(null) : null;
     let issued = 0;
@@ -180,6 +227,11 @@ const commands = {
     let ok = 0;
     let inflight = 0;
     let maxLagMs = 0;
+    // Round trips (publish call to its answer), and how often a due publish waited for
+    // one of the `concurrency` in flight to finish: a paced rate not reached with
+    // capped > 0 means slow answers, not a busy publisher.
+    let rttSum = 0;
+    let capped = 0;
     const errors = {};
     const startedAt = now();
     let endedAt = startedAt;
@@ -191,7 +243,7 @@ const commands = {
       inflight++;
       const t = now();
       if (rate > 0) maxLagMs = Math.max(maxLagMs, t - (startedAt + (seq * 1000) / rate));
-      const data = kind === 'warmup' ? { w: 1, seq, t } : kind === 'probe' ? { probe: 1, t } : { seq, t };
+      const data = kind === 'warmup' ? { w: 1, seq, t } : kind === 'probe' ? { probe: 1, t } : tag === null ? { seq, t } : { seq, t, l: tag };
       pub.publish(channels[seq % R], data).then(
         (id) => {
           ok++;
@@ -202,6 +254,7 @@ const commands = {
           errors[msg] = (errors[msg] ?? 0) + 1;
         },
       ).finally(() => {
+        rttSum += now() - t;
         inflight--;
         done++;
         if (done === count) {
@@ -217,6 +270,7 @@ const commands = {
       }
       const due = rate > 0 ? Math.min(count, Math.floor(((now() - startedAt) * rate) / 1000) + 1) : count;
       while (issued < due && inflight < concurrency) send(issued++);
+      if (issued < due) capped++;
       if (issued < count && issued >= due) {
         const nextAt = startedAt + (issued * 1000) / rate;
         timer = setTimeout(pump, Math.max(0, nextAt - now()));
@@ -227,7 +281,7 @@ const commands = {
     await finished;
     clearTimeout(deadline);
     if (timer) clearTimeout(timer);
-    pub.close();
+    await pub.close();
     const durationMs = endedAt - startedAt;
     return {
       count,
@@ -240,6 +294,8 @@ const commands = {
       durationMs,
       achievedRate: durationMs > 0 ? (ok * 1000) / durationMs : null,
       maxLagMs,
+      meanRoundTripMs: done ? rttSum / done : null,
+      capped,
       ids,
     };
   },

@@ -9,8 +9,11 @@
  * processes (loadgen.mjs, over IPC), reads CPU and memory from /proc, stops
  * everything, and finally prints a table and writes a JSON file.
  *
- *   node spec/bench/run.mjs [--quick] [--scenario fanout,idle,resume] [--target streamgate,socketio,ws-raw]
- *     [--clients 1000] [--channels 100] [--rates 200,2000] [--seconds 10] [--warmup 2]
+ *   node spec/bench/run.mjs [--quick] [--scenario fanout,ramp,idle,resume,sse,poll]
+ *     [--target streamgate,streamgate-ws,socketio,ws-raw]
+ *     [--clients 1000] [--channels 100] [--rates 200,3200] [--seconds 10] [--warmup 2]
+ *     [--ramp-start 200] [--ramp-max 12800] [--ramp-seconds 5]
+ *     [--sse-clients 1000] [--poll-clients 200] [--stream-rates 200] [--publish-concurrency 16]
  *     [--idle-connections 10000] [--idle-seconds 60] [--resume-events 10000]
  *     [--runs 3] [--out bench-results.json]
  */
@@ -30,28 +33,67 @@ const ROOT = resolve(HERE, '..', '..');
 const DISTURBED_CORES = 0.25;
 /** Hard bound on the whole run. */
 const MAX_TOTAL_MS = 3 * 3600_000;
+const SCENARIOS = ['fanout', 'ramp', 'idle', 'resume', 'sse', 'poll'];
+/** Scenarios a target runs only when it says so (`supports.sse: true`): they need its SSE / poll client. */
+const OPT_IN_SCENARIOS = new Set(['sse', 'poll']);
+/** A ramp level holds while its p99 stays at or under this… */
+const RAMP_MAX_P99_MS = 100;
+/** …nothing is missing, and the publisher achieves at least this share of the asked rate. */
+const RAMP_MIN_PUBLISH_SHARE = 0.9;
+/** Pause before each ramp level, after the previous level's deliveries were collected. */
+const RAMP_SETTLE_MS = 1000;
 
 // ------------------------------------------------------------------ options
 
 const HELP = `usage: node spec/bench/run.mjs [options]      (npm run bench -- [options])
   Needs the compiled dist/ (npm run build) and redis-server on PATH.
-  --scenario LIST         fanout,idle,resume (default: all)
+  --scenario LIST         fanout,ramp,idle,resume,sse,poll (default: all)
+                          fanout: N WebSocket clients in R channels over 2 nodes, P publishes/s
+                            for S s, one step per --rates entry
+                          ramp: same clients and servers kept for the whole step, P doubled
+                            from --ramp-start to --ramp-max; stops at the first level with
+                            p99 > ${RAMP_MAX_P99_MS} ms, a missing delivery, or the publisher under ${RAMP_MIN_PUBLISH_SHARE * 100} % of P;
+                            reports the highest P that held with the load generator's and
+                            the publisher's CPU and the CPU per delivery at that level
+                          idle, resume: see --idle-* and --resume-events
+                          sse, poll: the fan-out figures with --sse-clients SSE clients or
+                            --poll-clients long-polling clients (GET /v1/sse, /v1/poll,
+                            channel and token in the query string; a polling client polls
+                            again as soon as an answer arrives); Streamgate only, n/a for
+                            every other target
   --target LIST           target modules in spec/bench/targets (default: streamgate):
-                          streamgate, socketio (2 Socket.IO nodes, Redis Streams adapter),
-                          ws-raw (1 plain ws process); e.g. streamgate,socketio,ws-raw
-  --clients N             fan-out clients, spread over both nodes (1000)
-  --channels R            fan-out channels; clients per channel = N/R (100)
-  --rates LIST            publishes per second, one fan-out step each (200,2000)
-  --seconds S             fan-out publishing time per step (10)
-  --warmup S              unmeasured publishing before each fan-out step (2)
+                          streamgate (2 nodes, publishes over the HTTP API),
+                          streamgate-ws (the same, but publishing from 4 WebSocket
+                            connections with a token carrying the publish claim; fanout
+                            and ramp only), socketio (2 Socket.IO nodes, Redis Streams
+                            adapter), ws-raw (1 plain ws process);
+                          e.g. streamgate,streamgate-ws,socketio,ws-raw. Ratios are
+                          streamgate / each other column.
+  --clients N             fan-out and ramp clients, spread over both nodes (1000)
+  --channels R            channels; clients per channel = N/R (100; for sse and poll at
+                          most their client count)
+  --rates LIST            publishes per second, one fan-out step each (200,3200)
+  --seconds S             publishing time per fan-out, sse and poll step (10)
+  --warmup S              unmeasured publishing before each fan-out, sse, poll and ramp step (2)
+  --ramp-start P          first ramp level, publishes/s (200)
+  --ramp-max P            last ramp level: levels are ramp-start × 2^k up to this (12800)
+  --ramp-seconds S        publishing time per ramp level (5), after a ${RAMP_SETTLE_MS / 1000} s settle
+  --sse-clients N         SSE clients of the sse scenario (1000)
+  --poll-clients N        long-polling clients of the poll scenario (200)
+  --stream-rates LIST     publishes per second, one sse and one poll step each (200)
+  --publish-concurrency C publishes in flight at most (HTTP sockets; the WebSocket
+                          publisher spreads them over min(4, C) connections) (16)
   --idle-connections M    idle connections, all on one node (10000)
   --idle-seconds S        how long they are held (60)
   --resume-events K       events published while the resume client is away (10000)
   --runs N                runs of every step; figures are medians (3)
   --out FILE              JSON results (bench-results.json)
   --publish-auth key|token  HTTP publishes with a server key (default, as a backend does)
-                          or with a user token carrying the publish claim
-  --quick                 smoke run: 200 clients, 20 channels, 2 s, 1000 idle for 5 s, 1000 resume events, 1 run`;
+                          or with a user token carrying the publish claim (streamgate-ws
+                          always publishes with such a token: a key cannot open a WebSocket)
+  --quick                 smoke run: 200 clients, 20 channels, rates 200,2000, 2 s, ramp 200…3200
+                          at 2 s per level, 200 SSE and 50 polling clients, 1000 idle for 5 s,
+                          1000 resume events, 1 run (each still overridable)`;
 
 function parseOptions(argv) {
   const { values } = parseArgs({
@@ -67,6 +109,13 @@ function parseOptions(argv) {
       'idle-connections': { type: 'string' },
       'idle-seconds': { type: 'string' },
       'resume-events': { type: 'string' },
+      'ramp-start': { type: 'string' },
+      'ramp-max': { type: 'string' },
+      'ramp-seconds': { type: 'string' },
+      'sse-clients': { type: 'string' },
+      'poll-clients': { type: 'string' },
+      'stream-rates': { type: 'string' },
+      'publish-concurrency': { type: 'string' },
       runs: { type: 'string' },
       out: { type: 'string' },
       'publish-auth': { type: 'string' },
@@ -81,8 +130,8 @@ function parseOptions(argv) {
   }
   const q = values.quick;
   const defaults = q
-    ? { clients: 200, channels: 20, rates: '200,2000', seconds: 2, warmup: 0.5, idleConnections: 1000, idleSeconds: 5, resumeEvents: 1000, runs: 1 }
-    : { clients: 1000, channels: 100, rates: '200,2000', seconds: 10, warmup: 2, idleConnections: 10000, idleSeconds: 60, resumeEvents: 10000, runs: 3 };
+    ? { clients: 200, channels: 20, rates: '200,2000', seconds: 2, warmup: 0.5, idleConnections: 1000, idleSeconds: 5, resumeEvents: 1000, runs: 1, rampStart: 200, rampMax: 3200, rampSeconds: 2, sseClients: 200, pollClients: 50 }
+    : { clients: 1000, channels: 100, rates: '200,3200', seconds: 10, warmup: 2, idleConnections: 10000, idleSeconds: 60, resumeEvents: 10000, runs: 3, rampStart: 200, rampMax: 12800, rampSeconds: 5, sseClients: 1000, pollClients: 200 };
   const num = (v, d, name, { min = 0, int = true } = {}) => {
     if (v === undefined) return d;
     const n = Number(v);
@@ -91,7 +140,7 @@ function parseOptions(argv) {
   };
   const o = {
     quick: q,
-    scenarios: (values.scenario ?? 'fanout,idle,resume').split(',').map((s) => s.trim()).filter(Boolean),
+    scenarios: (values.scenario ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean),
     targets: (values.target ?? 'streamgate').split(',').map((s) => s.trim()).filter(Boolean),
     clients: num(values.clients, defaults.clients, 'clients', { min: 1 }),
     channels: num(values.channels, defaults.channels, 'channels', { min: 1 }),
@@ -102,16 +151,27 @@ function parseOptions(argv) {
     idleSeconds: num(values['idle-seconds'], defaults.idleSeconds, 'idle-seconds', { min: 1, int: false }),
     resumeEvents: num(values['resume-events'], defaults.resumeEvents, 'resume-events', { min: 1 }),
     runs: num(values.runs, defaults.runs, 'runs', { min: 1 }),
+    rampStart: num(values['ramp-start'], defaults.rampStart, 'ramp-start', { min: 1 }),
+    rampMax: num(values['ramp-max'], defaults.rampMax, 'ramp-max', { min: 1 }),
+    rampSeconds: num(values['ramp-seconds'], defaults.rampSeconds, 'ramp-seconds', { min: 0.5, int: false }),
+    sseClients: num(values['sse-clients'], defaults.sseClients, 'sse-clients', { min: 1 }),
+    pollClients: num(values['poll-clients'], defaults.pollClients, 'poll-clients', { min: 1 }),
+    streamRates: (values['stream-rates'] ?? '200').split(',').map((r) => num(r.trim(), 0, 'stream-rates', { min: 1 })),
+    publishConcurrency: num(values['publish-concurrency'], 16, 'publish-concurrency', { min: 1 }),
     out: resolve(values.out ?? 'bench-results.json'),
     publishAuth: values['publish-auth'] ?? 'key',
   };
   if (!['key', 'token'].includes(o.publishAuth)) throw new Error('--publish-auth: key or token');
-  for (const s of o.scenarios) if (!['fanout', 'idle', 'resume'].includes(s)) throw new Error(`--scenario: unknown ${s} (fanout, idle, resume)`);
+  for (const s of o.scenarios) if (!SCENARIOS.includes(s)) throw new Error(`--scenario: unknown ${s} (${SCENARIOS.join(', ')})`);
+  if (o.rampMax < o.rampStart) throw new Error('--ramp-max must not be below --ramp-start');
   for (const t of o.targets) {
     if (!/^[a-z0-9-]+$/.test(t) || !existsSync(join(HERE, 'targets', `${t}.mjs`))) throw new Error(`--target: no module spec/bench/targets/${t}.mjs`);
   }
   if (o.channels > o.clients) throw new Error('--channels must not exceed --clients');
-  if (o.idleConnections > 15000) console.error(`note: ${o.idleConnections} idle connections; the open-files limit is ${fileLimit()} per process`);
+  // One load generator holds every client's socket.
+  for (const [n, what] of [[o.idleConnections, 'idle connections'], [o.sseClients, 'SSE clients'], [o.clients, 'clients']]) {
+    if (n > 15000) console.error(`note: ${n} ${what}; the open-files limit is ${fileLimit()} per process`);
+  }
   return o;
 }
 
@@ -198,6 +258,53 @@ function redisCommand(port, ...args) {
     });
     socket.once('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
   });
+}
+
+/** `INFO <section>` of the private Redis as { key: value } (a bulk reply read whole), or null. */
+function redisInfo(port, section) {
+  return new Promise((res) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    let buf = Buffer.alloc(0);
+    const done = (v) => {
+      socket.destroy();
+      res(v);
+    };
+    socket.setTimeout(2000, () => done(null));
+    socket.once('error', () => done(null));
+    socket.on('data', (c) => {
+      buf = Buffer.concat([buf, c]);
+      const eol = buf.indexOf('\r\n');
+      if (eol < 0) return;
+      const len = Number(buf.subarray(1, eol).toString());
+      if (buf.length < eol + 2 + len) return;
+      const out = {};
+      for (const line of buf.subarray(eol + 2, eol + 2 + len).toString().split('\r\n')) {
+        const i = line.indexOf(':');
+        if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
+      }
+      done(out);
+    });
+    socket.once('connect', () => socket.write(`*2\r\n$4\r\nINFO\r\n$${section.length}\r\n${section}\r\n`));
+  });
+}
+
+/**
+ * Where Redis spent its time between two `INFO commandstats`: the commands with the
+ * most microseconds, with calls and µs per call (Lua scripts count their inner commands too).
+ */
+function commandStatsDelta(a, b, top = 8) {
+  if (!a || !b) return null;
+  const parse = (v) => Object.fromEntries((v ?? '').split(',').map((kv) => kv.split('=')).map(([k, x]) => [k, Number(x)]));
+  const rows = [];
+  for (const [k, v] of Object.entries(b)) {
+    if (!k.startsWith('cmdstat_')) continue;
+    const now = parse(v);
+    const before = parse(a[k]);
+    const calls = now.calls - (before.calls ?? 0);
+    const usec = now.usec - (before.usec ?? 0);
+    if (calls > 0) rows.push({ command: k.slice(8), calls, usec, usecPerCall: Math.round((usec / calls) * 10) / 10 });
+  }
+  return rows.sort((x, y) => y.usec - x.usec).slice(0, top);
 }
 
 async function startRedis(dir) {
@@ -414,76 +521,214 @@ async function withStep(ctx, fn) {
   }
 }
 
-async function fanoutStep(ctx, rate) {
+/**
+ * What fanout, sse, poll and ramp share: the target's 2 nodes, N clients of `transport`
+ * ('ws', 'sse', 'poll') in R channels, a clients load generator and a publisher one.
+ * Client i is in channel i % R on node ⌊i / R⌋ mod 2: each channel's clients alternate nodes.
+ */
+async function fanoutRig(ctx, step, { N, R, transport }) {
+  const o = ctx.options;
+  const h = await step.startTarget({ nodes: 2 });
+  const nodeCount = h.nodes.length;
+  const channels = Array.from({ length: R }, (_, c) => `bench:${c}`);
+  const list = Array.from({ length: N }, (_, i) => ({ node: Math.floor(i / R) % nodeCount, user: `u${i}` }));
+  const chan = Array.from({ length: N }, (_, i) => i % R);
+  const specs = h.clientSpecs(list);
+  const lg = await step.loadgen('clients');
+  const pub = await step.loadgen('publisher');
+  const conn = await lg.call('connect', { specs, channels, chan, concurrency: 100, transport }, 300_000);
+  if (conn.failed) throw new Error(`${conn.failed} of ${N} ${transport} clients failed to connect/subscribe: ${JSON.stringify(conn.errors)}`);
+  return { h, lg, pub, channels, R, N, transport, connectMs: conn.ms, pubSpec: h.publisherSpec({ auth: o.publishAuth }) };
+}
+
+/** Unmeasured publishing at `rate` for `seconds` (code paths compiled, sockets opened), then a short pause. */
+async function warmup(ctx, rig, rate, seconds) {
+  const o = ctx.options;
+  const w = await rig.pub.call('publish', { spec: rig.pubSpec, channels: rig.channels, rate, count: Math.max(1, Math.round(rate * seconds)), concurrency: o.publishConcurrency, kind: 'warmup' }, 300_000);
+  if (w.failed) throw new Error(`warm-up publishes failed: ${JSON.stringify(w.errors)}`);
+  await sleep(500);
+}
+
+/**
+ * One measured publishing window on an armed rig: n publishes at `rate` (payloads tagged
+ * `tag`, as armed), every expected delivery collected (or 10 s after the last publish),
+ * CPU of every group from /proc over the whole window. → the fan-out figures.
+ */
+async function measureLevel(ctx, rig, { rate, n, seconds, tag = null }) {
+  const o = ctx.options;
+  const { lg, pub } = rig;
+  const groups = { ...serverGroups(rig.h), redis: [ctx.redis.pid], loadgen: [lg.pid], publisher: [pub.pid] };
+  const stats0 = await redisInfo(ctx.redis.port, 'commandstats');
+  const s0 = snapshot(groups);
+  const p = await pub.call(
+    'publish',
+    { spec: rig.pubSpec, channels: rig.channels, rate, count: n, concurrency: o.publishConcurrency, kind: 'fanout', tag, timeoutMs: seconds * 5000 + 60_000 },
+    seconds * 5000 + 90_000,
+  );
+  const c = await lg.call('collect', { timeoutMs: 10_000 }, 60_000);
+  const s1 = snapshot(groups);
+  const stats1 = await redisInfo(ctx.redis.port, 'commandstats');
+  const d = cpuDelta(s0, s1);
+  const nodesCpu = serversCpu(d.cpu);
+  const serverCpu = nodesCpu + d.cpu.redis;
+  const spanS = c.lastAt && p.startedAt ? (c.lastAt - p.startedAt) / 1000 : null;
+  const windowS = d.wall;
+  return {
+    figures: {
+      deliveriesPerSec: spanS ? c.received / spanS : 0,
+      p50: c.latency.p50,
+      p90: c.latency.p90,
+      p99: c.latency.p99,
+      max: c.latency.max,
+      missing: c.missing,
+      duplicates: c.dupes,
+      cpuPerDeliveryUs: c.received ? (serverCpu * 1e6) / c.received : null,
+      serverCores: serverCpu / windowS,
+      nodeCores: nodesCpu / windowS,
+      nodeACores: d.cpu.server0 / windowS,
+      redisCores: d.cpu.redis / windowS,
+      loadgenCores: d.cpu.loadgen / windowS,
+      publisherCores: d.cpu.publisher / windowS,
+      publishRate: p.achievedRate,
+    },
+    detail: {
+      published: p.ok,
+      publishFailed: p.failed,
+      publishErrors: p.errors,
+      publishMaxLagMs: p.maxLagMs,
+      publishDurationMs: p.durationMs,
+      publishRoundTripMs: p.meanRoundTripMs,
+      publishCapped: p.capped,
+      publishConcurrency: o.publishConcurrency,
+      expected: c.expected,
+      received: c.received,
+      unexpected: c.unexpected,
+      stale: c.stale,
+      clientCounters: c.clients,
+      cpuSeconds: d.cpu,
+      sysSeconds: d.sys,
+      windowS,
+      meanLatency: c.latency.mean,
+      redisCommands: commandStatsDelta(stats0, stats1),
+    },
+    outsideCores: d.outsideCores,
+    irqCores: d.irqCores,
+  };
+}
+
+/** fanout (transport 'ws'), sse and poll: one rate, fresh servers and clients. */
+async function fanoutStep(ctx, rate, transport = 'ws') {
+  const o = ctx.options;
+  const N = transport === 'sse' ? o.sseClients : transport === 'poll' ? o.pollClients : o.clients;
+  const R = Math.min(o.channels, N);
+  const n = Math.max(1, Math.round(rate * o.seconds));
+  return withStep(ctx, async (step) => {
+    const rig = await fanoutRig(ctx, step, { N, R, transport });
+    const armed = await rig.lg.call('arm', { n, R });
+    if (o.warmup > 0) await warmup(ctx, rig, rate, o.warmup);
+    const m = await measureLevel(ctx, rig, { rate, n, seconds: o.seconds });
+    return { ...m, detail: { ...m.detail, transport, clients: N, channels: R, clientsPerChannel: armed.perChannel, connectMs: rig.connectMs } };
+  });
+}
+
+function rampLevels(o) {
+  const levels = [];
+  for (let p = o.rampStart; p <= o.rampMax; p *= 2) levels.push(p);
+  return levels;
+}
+
+/** Why a ramp level did not hold ([] if it held): codes for the JSON, text for people. */
+function rampFailures(m, rate) {
+  const f = m.figures;
+  const codes = [];
+  const text = [];
+  if (f.p99 === null || f.p99 > RAMP_MAX_P99_MS) {
+    codes.push('p99');
+    text.push(`p99 ${fmt(f.p99, 1)} ms > ${RAMP_MAX_P99_MS}`);
+  }
+  if (f.missing > 0) {
+    codes.push('missing');
+    text.push(`${f.missing} of ${m.detail.expected} missing${m.detail.publishFailed ? ` (${m.detail.publishFailed} publishes failed)` : ''}`);
+  }
+  if (f.publishRate === null || f.publishRate < RAMP_MIN_PUBLISH_SHARE * rate) {
+    codes.push('publisher');
+    // Capped: every one of the publishes in flight was waiting for its answer when the next was due.
+    const why = m.detail.publishCapped
+      ? ` (answers took ${fmt(m.detail.publishRoundTripMs, 1)} ms on average with at most ${m.detail.publishConcurrency} in flight)`
+      : '';
+    text.push(`publisher ${fmt(f.publishRate, 0)}/s < ${RAMP_MIN_PUBLISH_SHARE * 100} % of ${rate}${why}`);
+  }
+  return { codes, text: text.join(', ') };
+}
+
+/**
+ * ramp: the fan-out rig (WebSocket clients) kept for the whole step, P doubled level by
+ * level until one does not hold. Each level is armed with its own tag, so a late
+ * delivery from the level before is never counted for (or missing from) this one; a
+ * level disturbed by outside load is measured again once, after waiting for quiet.
+ */
+async function rampStep(ctx) {
   const o = ctx.options;
   const N = o.clients;
   const R = o.channels;
-  const n = Math.max(1, Math.round(rate * o.seconds));
+  const levels = rampLevels(o);
   return withStep(ctx, async (step) => {
-    const h = await step.startTarget({ nodes: 2 });
-    const nodeCount = h.nodes.length;
-    const channels = Array.from({ length: R }, (_, c) => `bench:${c}`);
-    // Client i is in channel i % R on node ⌊i / R⌋ mod 2: each channel's clients alternate nodes.
-    const list = Array.from({ length: N }, (_, i) => ({ node: Math.floor(i / R) % nodeCount, user: `u${i}` }));
-    const chan = Array.from({ length: N }, (_, i) => i % R);
-    const specs = h.clientSpecs(list);
-    const lg = await step.loadgen('clients');
-    const pub = await step.loadgen('publisher');
-    const conn = await lg.call('connect', { specs, channels, chan, concurrency: 100 }, 300_000);
-    if (conn.failed) throw new Error(`${conn.failed} of ${N} clients failed to connect/subscribe: ${JSON.stringify(conn.errors)}`);
-    const armed = await lg.call('arm', { n, R });
-    const pubSpec = h.publisherSpec({ auth: o.publishAuth });
-    if (o.warmup > 0) {
-      const w = await pub.call('publish', { spec: pubSpec, channels, rate, count: Math.max(1, Math.round(rate * o.warmup)), kind: 'warmup' }, 300_000);
-      if (w.failed) throw new Error(`warm-up publishes failed: ${JSON.stringify(w.errors)}`);
-      await sleep(500);
+    const rig = await fanoutRig(ctx, step, { N, R, transport: 'ws' });
+    if (o.warmup > 0) await warmup(ctx, rig, levels[0], o.warmup);
+    const done = [];
+    let held = null;
+    let stop = null;
+    let tag = 0;
+    for (const rate of levels) {
+      const n = Math.max(1, Math.round(rate * o.rampSeconds));
+      let m = null;
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        await rig.lg.call('arm', { n, R, tag: ++tag });
+        await sleep(RAMP_SETTLE_MS);
+        m = await measureLevel(ctx, rig, { rate, n, seconds: o.rampSeconds, tag });
+        m.attempt = attempt;
+        m.disturbed = m.outsideCores > DISTURBED_CORES;
+        if (!m.disturbed || attempt === 2) break;
+        console.error(`bench:   ramp P=${rate}: outside load ${fmt(m.outsideCores, 2)} cores, measuring the level again`);
+        await waitQuiet(ctx.redis.pid, 30_000);
+      }
+      const failed = rampFailures(m, rate);
+      const level = { rate, attempt: m.attempt, disturbed: m.disturbed, held: failed.codes.length === 0, stopCodes: failed.codes, stopReason: failed.text || null, figures: m.figures, detail: m.detail, outsideCores: m.outsideCores, irqCores: m.irqCores };
+      done.push(level);
+      console.error(`bench:   ramp P=${rate}: ${brief('fanout', m)}; loadgen ${fmt(m.figures.loadgenCores, 2)}, publisher ${fmt(m.figures.publisherCores, 2)} cores${level.held ? '' : `; did not hold: ${failed.text}`}`);
+      if (!level.held) {
+        stop = level;
+        break;
+      }
+      held = level;
     }
-    const groups = { ...serverGroups(h), redis: [ctx.redis.pid], loadgen: [lg.pid], publisher: [pub.pid] };
-    const s0 = snapshot(groups);
-    const p = await pub.call('publish', { spec: pubSpec, channels, rate, count: n, kind: 'fanout', timeoutMs: o.seconds * 5000 + 60_000 }, o.seconds * 5000 + 90_000);
-    const c = await lg.call('collect', { timeoutMs: 10_000 }, 60_000);
-    const s1 = snapshot(groups);
-    const d = cpuDelta(s0, s1);
-    const nodesCpu = serversCpu(d.cpu);
-    const serverCpu = nodesCpu + d.cpu.redis;
-    const spanS = c.lastAt && p.startedAt ? (c.lastAt - p.startedAt) / 1000 : null;
-    const windowS = d.wall;
+    const hf = held?.figures ?? {};
     return {
       figures: {
-        deliveriesPerSec: spanS ? c.received / spanS : 0,
-        p50: c.latency.p50,
-        p90: c.latency.p90,
-        p99: c.latency.p99,
-        max: c.latency.max,
-        missing: c.missing,
-        duplicates: c.dupes,
-        cpuPerDeliveryUs: c.received ? (serverCpu * 1e6) / c.received : null,
-        serverCores: serverCpu / windowS,
-        nodeCores: nodesCpu / windowS,
-        nodeACores: d.cpu.server0 / windowS,
-        redisCores: d.cpu.redis / windowS,
-        loadgenCores: d.cpu.loadgen / windowS,
-        publisherCores: d.cpu.publisher / windowS,
-        publishRate: p.achievedRate,
+        heldP: held ? held.rate : 0,
+        stopP: stop ? stop.rate : null,
+        heldDeliveriesPerSec: hf.deliveriesPerSec ?? null,
+        heldP99: hf.p99 ?? null,
+        heldCpuPerDeliveryUs: hf.cpuPerDeliveryUs ?? null,
+        heldServerCores: hf.serverCores ?? null,
+        heldLoadgenCores: hf.loadgenCores ?? null,
+        heldPublisherCores: hf.publisherCores ?? null,
+        heldPublishRate: hf.publishRate ?? null,
+        stopP99: stop ? stop.figures.p99 : null,
+        stopLoadgenCores: stop ? stop.figures.loadgenCores : null,
+        stopPublisherCores: stop ? stop.figures.publisherCores : null,
       },
       detail: {
-        published: p.ok,
-        publishFailed: p.failed,
-        publishErrors: p.errors,
-        publishMaxLagMs: p.maxLagMs,
-        publishDurationMs: p.durationMs,
-        expected: c.expected,
-        received: c.received,
-        unexpected: c.unexpected,
-        clientsPerChannel: armed.perChannel,
-        connectMs: conn.ms,
-        cpuSeconds: d.cpu,
-        sysSeconds: d.sys,
-        windowS,
-        meanLatency: c.latency.mean,
+        levels: done,
+        stopCodes: stop ? stop.stopCodes : [],
+        stopReason: stop ? `P=${stop.rate}: ${stop.stopReason}` : `every level held up to --ramp-max ${o.rampMax}`,
+        clients: N,
+        channels: R,
+        connectMs: rig.connectMs,
       },
-      outsideCores: d.outsideCores,
-      irqCores: d.irqCores,
+      // The step counts as disturbed when any level it kept was.
+      outsideCores: Math.max(...done.map((l) => l.outsideCores ?? 0)),
+      irqCores: Math.max(...done.map((l) => l.irqCores ?? 0)),
     };
   });
 }
@@ -621,8 +866,7 @@ async function resumeStep(ctx) {
 
 // ------------------------------------------------------------------ report
 
-const FIGURES = {
-  fanout: [
+const FANOUT_FIGURES = [
     ['deliveriesPerSec', 'deliveries/s', 0],
     ['p50', 'latency p50 (ms)', 2],
     ['p90', 'latency p90 (ms)', 2],
@@ -637,6 +881,25 @@ const FIGURES = {
     ['loadgenCores', 'load generator CPU (cores)', 2],
     ['publisherCores', 'publisher CPU (cores)', 2],
     ['publishRate', 'publishes/s achieved', 0],
+];
+
+const FIGURES = {
+  fanout: FANOUT_FIGURES,
+  sse: FANOUT_FIGURES,
+  poll: FANOUT_FIGURES,
+  ramp: [
+    ['heldP', 'highest P that held (publishes/s)', 0],
+    ['heldLoadgenCores', '  load generator CPU there (cores)', 2],
+    ['heldPublisherCores', '  publisher CPU there (cores)', 2],
+    ['heldCpuPerDeliveryUs', '  server CPU / delivery there (µs)', 1],
+    ['heldServerCores', '  server CPU, nodes+redis (cores)', 2],
+    ['heldDeliveriesPerSec', '  deliveries/s there', 0],
+    ['heldP99', '  latency p99 there (ms)', 2],
+    ['heldPublishRate', '  publishes/s achieved there', 0],
+    ['stopP', 'first P that did not hold', 0],
+    ['stopP99', '  latency p99 there (ms)', 1],
+    ['stopLoadgenCores', '  load generator CPU there (cores)', 2],
+    ['stopPublisherCores', '  publisher CPU there (cores)', 2],
   ],
   idle: [
     ['stillOpen', 'connections open at end', 0],
@@ -673,14 +936,25 @@ function fmt(x, digits) {
 }
 
 function blockKey(s) {
-  return s.scenario === 'fanout' ? `fanout@${s.rate}` : s.scenario;
+  return s.rate ? `${s.scenario}@${s.rate}` : s.scenario;
 }
 
 function blockTitle(key, o) {
-  if (key.startsWith('fanout@')) {
-    const rate = Number(key.slice(7));
-    const oneNode = o.targets.includes('ws-raw') ? ' (ws-raw: 1 node)' : '';
-    return `fanout  P=${rate}/s  N=${o.clients} clients, R=${o.channels} channels (${o.clients / o.channels} per channel), 2 nodes${oneNode}, ${o.seconds} s → expected ${rate * (o.clients / o.channels)} deliveries/s`;
+  const oneNode = o.targets.includes('ws-raw') ? ' (ws-raw: 1 node)' : '';
+  const [scenario, rateText] = key.split('@');
+  const rate = Number(rateText);
+  if (scenario === 'fanout') {
+    return `fanout  P=${rate}/s  N=${o.clients} WebSocket clients, R=${o.channels} channels (${o.clients / o.channels} per channel), 2 nodes${oneNode}, ${o.seconds} s → expected ${rate * (o.clients / o.channels)} deliveries/s`;
+  }
+  if (scenario === 'sse' || scenario === 'poll') {
+    const N = scenario === 'sse' ? o.sseClients : o.pollClients;
+    const R = Math.min(o.channels, N);
+    const who = scenario === 'sse' ? 'SSE clients (GET /v1/sse)' : 'long-polling clients (GET /v1/poll, polling again at once)';
+    return `${scenario}  P=${rate}/s  N=${N} ${who}, R=${R} channels (${fmt(N / R, 1)} per channel), 2 nodes, ${o.seconds} s → expected ${fmt(rate * (N / R), 0)} deliveries/s (Streamgate only)`;
+  }
+  if (scenario === 'ramp') {
+    const levels = rampLevels(o);
+    return `ramp  P=${levels.join(',')}/s, ${o.rampSeconds} s per level, same servers and N=${o.clients} clients in R=${o.channels} channels, 2 nodes${oneNode}; a level holds with p99 ≤ ${RAMP_MAX_P99_MS} ms, nothing missing, publisher ≥ ${RAMP_MIN_PUBLISH_SHARE * 100} % of P`;
   }
   if (key === 'idle') return `idle  ${o.idleConnections} connections on one node, each subscribed to 1 of ${o.channels} channels, held ${o.idleSeconds} s`;
   return `resume  ${o.resumeEvents} events published while the client was away; reconnect to the other node, subscribe with since (Streamgate only)`;
@@ -706,7 +980,9 @@ function summarize(results, o) {
     const na = (t) => b.targets.get(t).every((r) => r.na);
     summary[key] = {};
     lines.push('', blockTitle(key, o));
-    const header = ['  figure'.padEnd(36), ...targets.map((t) => t.padStart(12)), ...others.map((t) => `${base}/${t}`.padStart(21)), '   runs'];
+    const w = Object.fromEntries(targets.map((t) => [t, Math.max(12, t.length + 2)]));
+    const rw = Object.fromEntries(others.map((t) => [t, Math.max(21, base.length + t.length + 3)]));
+    const header = ['  figure'.padEnd(36), ...targets.map((t) => t.padStart(w[t])), ...others.map((t) => `${base}/${t}`.padStart(rw[t])), '   runs'];
     lines.push(header.join(''));
     for (const [fig, label, digits] of FIGURES[b.scenario]) {
       const meds = Object.fromEntries(targets.map((t) => [t, na(t) ? null : median(b.targets.get(t).map((r) => r.figures?.[fig] ?? null))]));
@@ -720,7 +996,7 @@ function summarize(results, o) {
         .filter((t) => !na(t))
         .map((t) => b.targets.get(t).map((r) => (r.error ? 'ERR' : fmt(r.figures?.[fig], digits))).join(' '))
         .join(' | ');
-      lines.push(['  ' + label.padEnd(34), ...cells.map((x) => x.padStart(12)), ...ratios.map((x) => x.padStart(21)), '   ' + runs].join(''));
+      lines.push(['  ' + label.padEnd(34), ...cells.map((x, i) => x.padStart(w[targets[i]])), ...ratios.map((x, i) => x.padStart(rw[others[i]])), '   ' + runs].join(''));
     }
     for (const t of targets) {
       if (na(t)) {
@@ -734,9 +1010,39 @@ function summarize(results, o) {
       const errors = rs.filter((r) => r.error).length;
       lines.push(`  ${t}: outside load (cores) per run: ${outside}; retried ${retried}, still disturbed ${disturbed}, errors ${errors}`);
       for (const r of rs) if (r.error) lines.push(`    run ${r.run} error: ${r.error.split('\n')[0]}`);
+      for (const r of rs) {
+        const note = r.error ? null : runNote(b.scenario, r);
+        if (note) lines.push(`    run ${r.run}: ${note}`);
+      }
     }
   }
   return { summary, text: lines.join('\n') };
+}
+
+/** A line per run under a block's table, for what a median cannot show. */
+function runNote(scenario, r) {
+  if (scenario === 'ramp') {
+    if (!r.detail?.stopReason) return null;
+    // Late deliveries of a level (or of a disturbed attempt) that arrived during the next: not counted there.
+    const stale = r.detail.levels.reduce((a, l) => a + (l.detail.stale ?? 0), 0);
+    return `stopped: ${r.detail.stopReason}${stale ? `; ${stale} late deliveries of earlier levels (not counted)` : ''}`;
+  }
+  if (scenario === 'sse' || scenario === 'poll') {
+    const c = r.detail?.clientCounters;
+    if (!c) return null;
+    const polls = scenario === 'poll' ? `polls ${c.polls ?? 0} (${c.emptyPolls ?? 0} empty), ` : '';
+    const kinds = Object.entries(c)
+      .filter(([k]) => k.startsWith('other.'))
+      .map(([k, v]) => `${k.slice(6)} ${v}`)
+      .join(', ');
+    return `${polls}client-side errors ${c.errors ?? 0}, frames other than events ${c.otherFrames ?? 0}${kinds ? ` (${kinds})` : ''}, deliveries not of this step ${r.detail.stale ?? 0}`;
+  }
+  return null;
+}
+
+/** sse and poll need the target's SSE / poll client (opt-in); any other scenario runs unless the target opts out. */
+function supported(mod, scenario) {
+  return OPT_IN_SCENARIOS.has(scenario) ? mod.supports?.[scenario] === true : mod.supports?.[scenario] !== false;
 }
 
 // ------------------------------------------------------------------ main
@@ -767,7 +1073,7 @@ async function main() {
   for (let run = 1; run <= o.runs; run++) {
     const targets = o.targets.map((_, i) => o.targets[(i + run - 1) % o.targets.length]);
     for (const scenario of o.scenarios) {
-      const rates = scenario === 'fanout' ? o.rates : [null];
+      const rates = scenario === 'fanout' ? o.rates : OPT_IN_SCENARIOS.has(scenario) ? o.streamRates : [null];
       for (const rate of rates) for (const target of targets) plan.push({ run, scenario, rate, target });
     }
   }
@@ -775,7 +1081,7 @@ async function main() {
   let index = 0;
   for (const item of plan) {
     index++;
-    if (modules[item.target].supports?.[item.scenario] === false) {
+    if (!supported(modules[item.target], item.scenario)) {
       results.push({ ...item, attempt: 1, na: true, final: true, figures: null, outsideCores: null });
       console.error(`bench: [${index}/${plan.length}] ${item.target} ${item.scenario} run ${item.run}: n/a for this target`);
       continue;
@@ -792,6 +1098,8 @@ async function main() {
       let r;
       try {
         if (item.scenario === 'fanout') r = await fanoutStep(ctx, item.rate);
+        else if (item.scenario === 'sse' || item.scenario === 'poll') r = await fanoutStep(ctx, item.rate, item.scenario);
+        else if (item.scenario === 'ramp') r = await rampStep(ctx);
         else if (item.scenario === 'idle') r = await idleStep(ctx);
         else r = await resumeStep(ctx);
       } catch (err) {
@@ -804,7 +1112,7 @@ async function main() {
       entry.disturbed = disturbed;
       entry.final = !disturbed || attempt === 2;
       results.push(entry);
-      console.error(`bench: ${label} ${r.error ? `FAILED: ${r.error.split('\n')[0]}` : `done in ${entry.seconds.toFixed(1)} s; ${brief(item.scenario, r.figures)}; outside ${fmt(r.outsideCores, 2)} cores${disturbed ? ' (disturbed)' : ''}`}`);
+      console.error(`bench: ${label} ${r.error ? `FAILED: ${r.error.split('\n')[0]}` : `done in ${entry.seconds.toFixed(1)} s; ${brief(item.scenario, r)}; outside ${fmt(r.outsideCores, 2)} cores${disturbed ? ' (disturbed)' : ''}`}`);
       if (entry.final) break;
     }
   }
@@ -852,9 +1160,11 @@ function gitState() {
   }
 }
 
-function brief(scenario, f) {
+function brief(scenario, r) {
+  const f = r?.figures;
   if (!f) return '';
-  if (scenario === 'fanout') return `${fmt(f.deliveriesPerSec, 0)} deliveries/s, p99 ${fmt(f.p99, 1)} ms, missing ${f.missing}, dup ${f.duplicates}, ${fmt(f.cpuPerDeliveryUs, 1)} µs CPU/delivery`;
+  if (scenario === 'ramp') return `highest P that held ${f.heldP} (loadgen ${fmt(f.heldLoadgenCores, 2)}, publisher ${fmt(f.heldPublisherCores, 2)} cores, ${fmt(f.heldCpuPerDeliveryUs, 1)} µs CPU/delivery); ${r.detail.stopReason}`;
+  if (scenario === 'fanout' || scenario === 'sse' || scenario === 'poll') return `${fmt(f.deliveriesPerSec, 0)} deliveries/s, p99 ${fmt(f.p99, 1)} ms, missing ${f.missing}, dup ${f.duplicates}, ${fmt(f.cpuPerDeliveryUs, 1)} µs CPU/delivery`;
   if (scenario === 'idle') return `${fmt(f.kbPerConnection, 2)} KB/conn, open ${f.stillOpen}, probe ${f.probeReceived}, hold CPU ${fmt(f.holdNodeCores, 3)} cores`;
   return `${fmt(f.resumeMs, 0)} ms to all events, missing ${f.missing}, dup ${f.duplicates}, out of order ${f.outOfOrder}`;
 }

@@ -11,6 +11,8 @@
  * - `client` (used by loadgen.mjs): `connect(spec, handlers)` opens one client
  *   connection, answers the target's heartbeats and reports events;
  *   `publisher(spec, options)` publishes through the target's server-side API.
+ *   Streamgate's client half also has `connectSse` and `connectPoll` (the `sse` and
+ *   `poll` scenarios, which only targets with `supports.sse` / `supports.poll` run).
  *
  * Channels are plain names chosen by run.mjs (`bench:<n>`); a target maps them to
  * whatever it calls them (Socket.IO rooms, for instance).
@@ -24,6 +26,8 @@ import { fileURLToPath } from 'node:url';
 import { closeSocket, startServerProcess } from '../peers/common.mjs';
 
 export const name = 'streamgate';
+/** Scenarios that run only where a target says so (run.mjs): SSE and long-polling clients. */
+export const supports = { sse: true, poll: true };
 
 /**
  * The checkout whose bin/, dist/ and config/ run: this repository, or
@@ -134,9 +138,12 @@ export const server = {
       nodes: nodes.map((n) => ({ label: n.label, pid: n.pid, url: n.url })),
       /** Every server process of the target (Redis is the rig's and counted by it). */
       pids: () => nodes.map((n) => n.pid),
-      /** list: [{ node, user }] → one connect spec each (node = index into nodes). */
+      /**
+       * list: [{ node, user }] → one connect spec each (node = index into nodes); `url` is
+       * the node's HTTP base, for SSE and long-polling clients.
+       */
       clientSpecs(list) {
-        return list.map(({ node, user }) => ({ wsUrl: nodes[node].wsUrl, token: sign({ sub: user }) }));
+        return list.map(({ node, user }) => ({ wsUrl: nodes[node].wsUrl, url: nodes[node].url, token: sign({ sub: user }) }));
       },
       /**
        * Publishing over HTTP to node A (POST /v1/channels/{channel}/events), as a backend
@@ -169,12 +176,81 @@ async function loadWs() {
 
 const CONNECT_TIMEOUT_MS = 30_000;
 const REPLY_TIMEOUT_MS = 30_000;
+/** A held poll ends by itself after 25 s (PROTOCOL §6 default); give up on it 15 s later. */
+const POLL_GIVE_UP_MS = 40_000;
+/** After a failed poll (refused, reset), wait this long before polling again with the same cursor. */
+const POLL_RETRY_MS = 100;
+
+/**
+ * One keep-alive agent for every SSE stream and poll of this load generator. An open
+ * stream or a held poll occupies a socket, so the pool is unbounded (the fd limit and
+ * the nodes' connections_per_ip, raised in the bench config, are the real bounds);
+ * keep-alive lets each polling client reuse its socket from one poll to the next.
+ */
+let streamAgent = null;
+function httpAgent() {
+  streamAgent ??= new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 4096 });
+  return streamAgent;
+}
+
+/** `/v1/sse` or `/v1/poll` with the channels and the token in the query (PROTOCOL §5, §6). */
+function streamPath(path, spec, extra = '') {
+  return `${path}?channels=${encodeURIComponent(spec.channels.join(','))}&token=${encodeURIComponent(spec.token)}${extra}`;
+}
+
+/**
+ * A frame other than an event (presence, typing, reset…): counted, in total and per
+ * `type.action`, so the results show what else a transport carried.
+ */
+function countOther(stats, f) {
+  stats.otherFrames++;
+  const k = `other.${f?.type}${f?.action ? `.${f.action}` : ''}`;
+  stats[k] = (stats[k] ?? 0) + 1;
+}
+
+/** Read a refused stream request's body into an Error. */
+function refused(res, reject) {
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (c) => (text += c));
+  res.on('end', () => reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`)));
+  res.on('error', reject);
+}
+
+/**
+ * Split an SSE text stream into messages (blank-line separated) and hand each to
+ * onMessage(eventName, dataText). Comments (`:`), `retry:` and `id:` lines are skipped:
+ * the benchmark never reconnects, so it needs no cursor.
+ */
+function sseParser(onMessage) {
+  let buf = '';
+  return (chunk) => {
+    buf += chunk;
+    for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let event = 'message';
+      let data = null;
+      for (const line of block.split('\n')) {
+        if (line === '' || line.startsWith(':')) continue;
+        const i = line.indexOf(':');
+        const field = i < 0 ? line : line.slice(0, i);
+        const value = i < 0 ? '' : line.slice(line[i + 1] === ' ' ? i + 2 : i + 1);
+        if (field === 'event') event = value;
+        else if (field === 'data') data = data === null ? value : `${data}\n${value}`;
+      }
+      if (data !== null) onMessage(event, data);
+    }
+  };
+}
 
 export const client = {
   /**
    * Open one connection. handlers: { onEvent(channel, id, data, at), onClose(code) }
    * where `at` is performance.now() when the frame arrived (before parsing).
-   * Resolves after the `welcome` frame to { subscribe(channel, since?), close(), stats }.
+   * Resolves after the `welcome` frame to { subscribe(channel, since?), request(type,
+   * fields), close(), stats }. `request` sends any client frame with a fresh `id` and
+   * resolves to its `reply` (rejects on `error`): targets/streamgate-ws.mjs publishes with it.
    */
   async connect(spec, handlers) {
     const WebSocket = await loadWs();
@@ -190,16 +266,18 @@ export const client = {
           return ws.readyState === WebSocket.OPEN;
         },
         subscribe(channel, since) {
-          const id = `s${nextId++}`;
-          const frame = { type: 'subscribe', id, channel };
-          if (since !== undefined) frame.since = since;
+          return conn.request('subscribe', since === undefined ? { channel } : { channel, since });
+        },
+        request(type, fields) {
+          const id = `r${nextId++}`;
           return new Promise((res, rej) => {
+            if (ws.readyState !== WebSocket.OPEN) return rej(new Error(`${type}: connection closed (${stats.closeCode})`));
             const timer = setTimeout(() => {
               pending.delete(id);
-              rej(new Error(`no reply to subscribe ${channel} in ${REPLY_TIMEOUT_MS} ms`));
+              rej(new Error(`no reply to ${type} ${fields.channel ?? ''} in ${REPLY_TIMEOUT_MS} ms`));
             }, REPLY_TIMEOUT_MS);
             pending.set(id, { res, rej, timer });
-            ws.send(JSON.stringify(frame));
+            ws.send(JSON.stringify({ type, id, ...fields }));
           });
         },
         close() {
@@ -269,6 +347,166 @@ export const client = {
         handlers.onClose?.(code);
       });
     });
+  },
+
+  /**
+   * One SSE client (GET /v1/sse), subscribed to spec.channels through the query string.
+   * spec: { url, token, channels }; handlers as for `connect` (`at` is the arrival of the
+   * chunk that completed the message). Resolves after the `welcome` frame to
+   * { close(), terminate(), open, stats }. The node fetched the channels' positions
+   * before the welcome and subscribes from them, so nothing published after the
+   * welcome is missed even though the subscriptions complete after it.
+   */
+  connectSse(spec, handlers) {
+    const base = new URL(spec.url);
+    return new Promise((resolve, reject) => {
+      const stats = { pings: 0, events: 0, errors: 0, otherFrames: 0, closeCode: null };
+      let welcomed = false;
+      let ended = false;
+      let req = null;
+      const conn = {
+        stats,
+        get open() {
+          return !ended;
+        },
+        close() {
+          ended = true;
+          req.destroy();
+          return Promise.resolve();
+        },
+        terminate() {
+          conn.close();
+        },
+      };
+      const timer = setTimeout(() => req.destroy(new Error('no welcome in time')), CONNECT_TIMEOUT_MS);
+      const finish = (code) => {
+        clearTimeout(timer);
+        if (stats.closeCode === null) stats.closeCode = code;
+        const wasOpen = !ended;
+        ended = true;
+        if (!welcomed) reject(new Error(`SSE stream ended before welcome (${stats.closeCode})`));
+        else if (wasOpen) handlers.onClose?.(stats.closeCode);
+      };
+      let at = 0;
+      const parse = sseParser((event, text) => {
+        if (event === 'event') {
+          const f = JSON.parse(text);
+          stats.events++;
+          handlers.onEvent(f.channel, f.id, f.data, at);
+        } else if (event === 'welcome') {
+          welcomed = true;
+          clearTimeout(timer);
+          resolve(conn);
+        } else if (event === 'close') {
+          stats.closeCode = JSON.parse(text).code;
+        } else if (event === 'error') {
+          stats.errors++;
+        } else countOther(stats, JSON.parse(text));
+      });
+      req = http.get({ agent: httpAgent(), host: base.hostname, port: base.port, path: streamPath('/v1/sse', spec), headers: { accept: 'text/event-stream' } }, (res) => {
+        if (res.statusCode !== 200) {
+          clearTimeout(timer);
+          ended = true;
+          return refused(res, reject);
+        }
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => {
+          at = performance.now();
+          try {
+            parse(chunk);
+          } catch {
+            // A frame that is not JSON: counted, never a crash of the load generator.
+            stats.errors++;
+          }
+        });
+        res.on('error', () => undefined);
+        res.on('close', () => finish('end'));
+      });
+      req.on('error', (err) => {
+        if (!welcomed) {
+          clearTimeout(timer);
+          ended = true;
+          reject(err);
+        }
+      });
+    });
+  },
+
+  /**
+   * One long-polling client (GET /v1/poll), subscribed to spec.channels through the query
+   * string. It first polls without a cursor (answered at once with the current cursor),
+   * then resolves to { close(), terminate(), open, stats } and loops: poll with its
+   * cursor, report the events, poll again at once, so a delivery's latency includes
+   * the poll round trip. `at` is when an answer arrived in full. A failed poll (refused,
+   * reset) is counted in stats.errors and retried with the same cursor after a pause.
+   */
+  async connectPoll(spec, handlers) {
+    const base = new URL(spec.url);
+    const stats = { pings: 0, events: 0, errors: 0, otherFrames: 0, polls: 0, emptyPolls: 0, lastError: null, closeCode: null };
+    let closed = false;
+    let current = null;
+    const poll = (cursor) =>
+      new Promise((resolve, reject) => {
+        const path = streamPath('/v1/poll', spec, cursor ? `&cursor=${encodeURIComponent(cursor)}` : '');
+        const req = http.get({ agent: httpAgent(), host: base.hostname, port: base.port, path }, (res) => {
+          if (res.statusCode !== 200) return refused(res, reject);
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => (text += c));
+          res.on('end', () => {
+            const at = performance.now();
+            try {
+              resolve([JSON.parse(text), at]);
+            } catch (err) {
+              reject(err);
+            }
+          });
+          res.on('error', reject);
+        });
+        req.setTimeout(POLL_GIVE_UP_MS, () => req.destroy(new Error('poll not answered in time')));
+        req.on('error', reject);
+        current = req;
+      });
+    const [first] = await poll(null);
+    let cursor = first.cursor;
+    const loop = (async () => {
+      while (!closed) {
+        try {
+          const [answer, at] = await poll(cursor);
+          stats.polls++;
+          if (answer.frames.length === 0) stats.emptyPolls++;
+          for (const f of answer.frames) {
+            if (f.type === 'event') {
+              stats.events++;
+              handlers.onEvent(f.channel, f.id, f.data, at);
+            } else countOther(stats, f);
+          }
+          cursor = answer.cursor;
+        } catch (err) {
+          if (closed) break;
+          stats.errors++;
+          stats.lastError = String(err?.message ?? err).slice(0, 160);
+          await new Promise((r) => setTimeout(r, POLL_RETRY_MS));
+        }
+      }
+      stats.closeCode = 'closed';
+      handlers.onClose?.(stats.closeCode);
+    })();
+    return {
+      stats,
+      get open() {
+        return !closed;
+      },
+      close() {
+        closed = true;
+        current?.destroy();
+        return loop;
+      },
+      terminate() {
+        closed = true;
+        current?.destroy();
+      },
+    };
   },
 
   /**
