@@ -202,8 +202,12 @@ export interface Engine {
   presenceList(tenant: string, channel: string): Promise<PresenceEntry[]>;
   /** Channels where the user joined presence lately (for status updates to reach them). */
   userChannels(tenant: string, userId: string): Promise<string[]>;
-  /** Mark connections live for their users (`usersGet` online), for `ttlMs`; a grace period on close. */
-  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void>;
+  /**
+   * Mark connections live for their users (`usersGet` online), for `ttlMs`; a grace
+   * period on close. A `renewal` (the holding node, every few seconds) only pushes the
+   * expiries forward; expired connections are pruned when one opens or closes.
+   */
+  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number, options?: { renewal?: boolean }): Promise<void>;
   /** Change a user's own settings (`undefined` fields are kept). */
   userSet(tenant: string, userId: string, state: UserState): Promise<void>;
   /** Many users at once, in one round trip. */

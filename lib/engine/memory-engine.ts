@@ -354,7 +354,13 @@ export class MemoryEngine implements Engine {
   async refreshSlots(held: readonly HeldSlots[], ttlMs: number): Promise<void> {
     this.check();
     const expiry = Date.now() + ttlMs;
-    for (const h of held) for (const name of h.names) this.slots.get(name)?.set(h.connectionId, expiry);
+    // Only slots still held: a slot released meanwhile stays released (as Redis's ZADD XX).
+    for (const h of held) {
+      for (const name of h.names) {
+        const slot = this.slots.get(name);
+        if (slot?.has(h.connectionId)) slot.set(h.connectionId, expiry);
+      }
+    }
   }
 
   async releaseSlots(names: readonly string[], connectionId: string): Promise<void> {

@@ -453,8 +453,8 @@ export class RedisEngine implements Engine {
     return this.presence.userChannels(tenant, userId);
   }
 
-  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {
-    return this.presence.connectionsTouch(refs, ttlMs);
+  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number, options: { renewal?: boolean } = {}): Promise<void> {
+    return this.presence.connectionsTouch(refs, ttlMs, options.renewal ?? false);
   }
 
   userSet(tenant: string, userId: string, state: UserState): Promise<void> {

@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import type { PresenceEntry, PresenceRef, ReadCursor, ReceiptKind, Signal, SignalListener, UserPresence, UserState } from './engine.js';
 import type { EngineKeys } from './keys.js';
 import { runScript, toEngineError } from './script-loader.js';
+import { renewSortedSets } from './redis-slots.js';
 
 /** Presence keys outlive their longest entry by this much. */
 const KEY_TTL_SLACK_MS = 60_000;
@@ -188,8 +189,27 @@ export class RedisPresence {
     }
   }
 
-  connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number): Promise<void> {
+  /**
+   * A renewal (every few seconds, thousands of users per node) goes out in a few
+   * zset_renew calls and skips the prune (readers count by score anyway); opening and
+   * closing a connection prune the user's expired ones.
+   */
+  async connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number, renewal: boolean): Promise<void> {
     const now = Date.now();
+    if (renewal) {
+      const byKey = new Map<string, string[]>();
+      for (const r of refs) {
+        const key = this.keys.userConnections(r.tenant, r.userId);
+        let ids = byKey.get(key);
+        if (!ids) byKey.set(key, (ids = []));
+        ids.push(r.connectionId);
+      }
+      try {
+        return await renewSortedSets(this.redis, byKey, now + ttlMs, ttlMs + KEY_TTL_SLACK_MS, false);
+      } catch (err) {
+        throw toEngineError(err, 'renewing connections');
+      }
+    }
     const groups = groupBy(refs, (r) => `${r.tenant}\u0000${r.userId}`);
     return inChunks(this.redis, [...groups.values()], (p, group) => {
       const key = this.keys.userConnections(group[0]!.tenant, group[0]!.userId);

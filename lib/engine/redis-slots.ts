@@ -8,10 +8,6 @@ import type { HeldSlots, SlotClaim } from './engine.js';
 import type { EngineKeys } from './keys.js';
 import { runScript, toEngineError } from './script-loader.js';
 
-/** Refresh writes go out in pipelines of this many commands. */
-const PIPELINE_CHUNK = 1000;
-/** Members renewed by one ZADD. */
-const MEMBERS_PER_COMMAND = 500;
 
 export async function acquireSlots(
   redis: Redis,
@@ -36,39 +32,57 @@ export async function acquireSlots(
 }
 
 export async function refreshSlots(redis: Redis, keys: EngineKeys, held: readonly HeldSlots[], ttlMs: number): Promise<void> {
-  // One ZADD (many members) and one PEXPIRE per name: thousands of connections share a
-  // few names (one IP, one tenant), so this is a few commands, not three per connection.
-  const byName = new Map<string, string[]>();
+  // Thousands of connections share a few names (one IP, one tenant), and each user has
+  // one: one zset_renew call per RENEW_KEYS_PER_CALL names, XX so a slot released
+  // meanwhile stays released.
+  const byKey = new Map<string, string[]>();
   for (const h of held) {
     for (const name of h.names) {
-      let ids = byName.get(name);
-      if (!ids) byName.set(name, (ids = []));
+      const key = keys.slots(name);
+      let ids = byKey.get(key);
+      if (!ids) byKey.set(key, (ids = []));
       ids.push(h.connectionId);
     }
   }
-  const expiry = Date.now() + ttlMs;
   try {
-    let pipeline = redis.pipeline();
-    let queued = 0;
-    for (const [name, ids] of byName) {
-      const key = keys.slots(name);
-      for (let i = 0; i < ids.length; i += MEMBERS_PER_COMMAND) {
-        const args: Array<string | number> = [];
-        for (const id of ids.slice(i, i + MEMBERS_PER_COMMAND)) args.push(expiry, id);
-        pipeline.zadd(key, 'XX', ...args);
-        queued++;
-      }
-      pipeline.pexpire(key, ttlMs * 2);
-      if (++queued >= PIPELINE_CHUNK) {
-        await pipeline.exec();
-        pipeline = redis.pipeline();
-        queued = 0;
-      }
-    }
-    if (queued) await pipeline.exec();
+    await renewSortedSets(redis, byKey, Date.now() + ttlMs, ttlMs * 2, true);
   } catch (err) {
     throw toEngineError(err, 'refreshing connection slots');
   }
+}
+
+/** Keys per zset_renew call: bounded so one call never holds Redis for long. */
+const RENEW_KEYS_PER_CALL = 500;
+
+/**
+ * Give the members of many sorted sets the expiry score `expiry` and their keys a
+ * TTL, a few hundred keys per script call. Members holding a NUL byte (the script's
+ * separator; a user id may contain anything) are renewed with plain commands.
+ */
+export async function renewSortedSets(redis: Redis, members: ReadonlyMap<string, readonly string[]>, expiry: number, keyTtlMs: number, onlyExisting: boolean): Promise<void> {
+  const mode = onlyExisting ? 'XX' : '';
+  let keys: string[] = [];
+  let lists: string[] = [];
+  const odd = redis.pipeline();
+  let oddCount = 0;
+  for (const [key, ids] of members) {
+    const plain = ids.filter((id) => !id.includes('\u0000'));
+    if (plain.length !== ids.length) {
+      for (const id of ids) if (id.includes('\u0000')) onlyExisting ? odd.zadd(key, 'XX', expiry, id) : odd.zadd(key, expiry, id);
+      odd.pexpire(key, keyTtlMs);
+      oddCount++;
+    }
+    if (!plain.length) continue;
+    keys.push(key);
+    lists.push(plain.join('\u0000'));
+    if (keys.length >= RENEW_KEYS_PER_CALL) {
+      await runScript(redis, 'zset_renew', keys, [keyTtlMs, mode, expiry, ...lists]);
+      keys = [];
+      lists = [];
+    }
+  }
+  if (keys.length) await runScript(redis, 'zset_renew', keys, [keyTtlMs, mode, expiry, ...lists]);
+  if (oddCount) await odd.exec();
 }
 
 export async function releaseSlots(redis: Redis, keys: EngineKeys, names: readonly string[], connectionId: string): Promise<void> {

@@ -13,15 +13,18 @@ import { StreamgateError, unavailable } from '../errors.js';
 export interface ScriptFile {
   /** The name before `-<numKeys>.lua`, e.g. `publish`. */
   name: string;
-  numberOfKeys: number;
+  /** Null for `-n.lua`: a script taking any number of keys. */
+  numberOfKeys: number | null;
   lua: string;
 }
 
-const SCRIPT_FILE_RE = /^([a-z][a-z0-9_]*)-(\d+)\.lua$/;
+const SCRIPT_FILE_RE = /^([a-z][a-z0-9_]*)-(\d+|n)\.lua$/;
 /** Prefix of the command names, so a script never shadows an ioredis method (`publish`). */
 const COMMAND_PREFIX = 'sg_';
 
 let cached: ScriptFile[] | undefined;
+/** Names of the `-n` scripts, which take their key count as the first argument. */
+const variableKeys = new Set<string>();
 
 /** Reads every script file once per process. */
 export function scriptFiles(): ScriptFile[] {
@@ -31,9 +34,10 @@ export function scriptFiles(): ScriptFile[] {
   for (const file of readdirSync(dir).sort()) {
     const m = SCRIPT_FILE_RE.exec(file);
     if (!m) continue;
-    files.push({ name: m[1]!, numberOfKeys: Number(m[2]), lua: readFileSync(new URL(file, dir), 'utf8') });
+    files.push({ name: m[1]!, numberOfKeys: m[2] === 'n' ? null : Number(m[2]), lua: readFileSync(new URL(file, dir), 'utf8') });
   }
   if (files.length === 0) throw new Error(`no Lua scripts found in ${dir.pathname}`);
+  for (const f of files) if (f.numberOfKeys === null) variableKeys.add(f.name);
   cached = files;
   return files;
 }
@@ -41,7 +45,7 @@ export function scriptFiles(): ScriptFile[] {
 /** Defines every script as a command on `redis`; run them with `runScript`. */
 export function loadScripts(redis: Redis): void {
   for (const s of scriptFiles()) {
-    redis.defineCommand(COMMAND_PREFIX + s.name, { lua: s.lua, numberOfKeys: s.numberOfKeys });
+    redis.defineCommand(COMMAND_PREFIX + s.name, s.numberOfKeys === null ? { lua: s.lua } : { lua: s.lua, numberOfKeys: s.numberOfKeys });
   }
 }
 
@@ -49,7 +53,7 @@ type ScriptCommand = (...args: Array<string | number>) => Promise<unknown>;
 
 /**
  * Runs a loaded script (EVALSHA, falling back to EVAL after a Redis restart emptied
- * the script cache). `keys` must have the length the file name states.
+ * the script cache). `keys` must have the length the file name states (any for `-n`).
  */
 export function runScript(
   redis: Redis,
@@ -59,7 +63,7 @@ export function runScript(
 ): Promise<unknown> {
   const command = (redis as unknown as Record<string, ScriptCommand | undefined>)[COMMAND_PREFIX + name];
   if (typeof command !== 'function') return Promise.reject(new Error(`script ${name} is not loaded`));
-  return command.call(redis, ...keys, ...args);
+  return variableKeys.has(name) ? command.call(redis, keys.length, ...keys, ...args) : command.call(redis, ...keys, ...args);
 }
 
 /**

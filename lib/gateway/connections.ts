@@ -8,9 +8,13 @@ import type { Config } from '../config/config.js';
 import type { Engine, SlotClaim } from '../engine/engine.js';
 import type { Session } from './session.js';
 
-/** A slot lives this long unless its node refreshes it. */
-export const SLOT_TTL_MS = 30_000;
-const SLOT_REFRESH_MS = 10_000;
+/**
+ * A slot lives this long unless its node refreshes it: how long a dead node's
+ * connections still count against the limits. Refreshing writes two commands per
+ * user (per-user limits), so it runs only as often as the TTL needs (two may fail).
+ */
+export const SLOT_TTL_MS = 60_000;
+const SLOT_REFRESH_MS = 20_000;
 const SWEEP_MS = 250;
 
 export interface Admission {

@@ -174,7 +174,7 @@ export class Presence {
     try {
       await Promise.all([
         refs.length ? this.deps.engine.presenceTouch(refs, this.ttlMs) : undefined,
-        conns.length ? this.deps.engine.connectionsTouch(conns, this.ttlMs) : undefined,
+        conns.length ? this.deps.engine.connectionsTouch(conns, this.ttlMs, { renewal: true }) : undefined,
       ]);
     } catch {
       // Redis trouble: the next renewal tries again; entries outlive two missed ones.

@@ -316,6 +316,35 @@ export function engineContract(name: string, factory: EngineFactory): void {
       expect(await engine.userChannels('t1', 'bo')).to.deep.equal([]);
     });
 
+    it('renews thousands of users and slots in batches; a renewal never brings back a released slot', async () => {
+      const n = 1200;
+      const users = Array.from({ length: n }, (_, i) => (i === 7 ? 'odd\u0000user' : `r${i}`));
+      const conns = users.map((u, i) => ({ tenant: 't1', userId: u, connectionId: i === 7 ? 'poll:odd\u0000user:any' : `rc${i}` }));
+      await engine.connectionsTouch(conns, 150);
+      const ip = { name: 'ip:t1:10.0.0.1', limit: n };
+      for (let i = 0; i < n; i += 100) {
+        const taken = await Promise.all(conns.slice(i, i + 100).map((c) => engine.acquireSlots([{ name: `user:t1:${c.userId}`, limit: 1 }, ip], c.connectionId, 1000)));
+        expect(taken.every((t) => t === -1)).to.equal(true);
+      }
+      await engine.releaseSlots([`user:t1:${users[3]}`, ip.name], conns[3]!.connectionId);
+      // The holding node renews everyone but user 5, in one go each.
+      const kept = conns.filter((_, i) => i !== 5);
+      await engine.connectionsTouch(kept, 60_000, { renewal: true });
+      await engine.refreshSlots(kept.map((c) => ({ names: [`user:t1:${c.userId}`, ip.name], connectionId: c.connectionId })), 60_000);
+      // Past every first expiry (1 s): only what was renewed is left.
+      await new Promise((r) => setTimeout(r, 1100));
+      const online = await engine.usersGet('t1', [users[0]!, users[5]!, users[7]!, users[n - 1]!]);
+      expect(online.map((u) => u.online)).to.deep.equal([true, false, true, true]);
+      // user 3's slot was released before the renewal and stays free; user 0's is held
+      expect(await engine.acquireSlots([{ name: `user:t1:${users[3]}`, limit: 1 }], 'new-3', 60_000)).to.equal(-1);
+      expect(await engine.acquireSlots([{ name: `user:t1:${users[0]}`, limit: 1 }], 'new-0', 60_000)).to.equal(0);
+      expect(await engine.acquireSlots([{ name: `user:t1:${users[7]}`, limit: 1 }], 'new-7', 60_000)).to.equal(0);
+      expect(await engine.acquireSlots([{ name: `user:t1:${users[5]}`, limit: 1 }], 'new-5', 60_000)).to.equal(-1);
+      // the IP slot holds the n - 2 renewed connections (3 was released, 5 expired)
+      expect(await engine.acquireSlots([{ name: ip.name, limit: n - 2 }], 'ip-probe', 60_000)).to.equal(0);
+      expect(await engine.acquireSlots([{ name: ip.name, limit: n - 1 }], 'ip-probe', 60_000)).to.equal(-1);
+    });
+
     it('answers many users at once: online from live connections, and their own settings', async () => {
       await engine.connectionsTouch([{ tenant: 't1', userId: 'ann', connectionId: 'c1' }], 60_000);
       await engine.connectionsTouch([{ tenant: 't1', userId: 'cy', connectionId: 'c9' }], 30);
