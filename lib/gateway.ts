@@ -12,7 +12,7 @@ import { notFound } from './errors.js';
 import { Hub } from './gateway/hub.js';
 import { Metrics } from './gateway/metrics.js';
 import { createRouter, sendError } from './http/app.js';
-import { PublishLane } from './http/publish-endpoint.js';
+import { FastLane } from './http/fast-lane.js';
 import { Store } from './store/store.js';
 import { TokenVerifier } from './auth/tokens.js';
 import { CloseCode } from './protocol/codes.js';
@@ -208,8 +208,8 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
       app.set('trust proxy', 'loopback');
       app.use(router);
       app.use((req, res) => sendError(res, notFound(`no route ${req.method} ${req.path}`)));
-      // Single publishes skip Express when they can (lib/http/publish-endpoint.ts).
-      const lane = new PublishLane({
+      // Single publishes and long-polls skip Express when they can (lib/http/fast-lane.ts).
+      const lane = new FastLane({
         publish: publishDeps,
         access,
         track,
@@ -218,6 +218,7 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
         metrics,
         corsOrigins: config.corsOrigins,
         isClosing: () => closing !== null,
+        poll: (req, res) => void polls.serve(req, res),
       });
       const server = createServer((req, res) => {
         if (!lane.take(req, res)) app(req, res);

@@ -30,8 +30,23 @@ export interface PresenceUser {
 export interface PresenceHolder {
   readonly id: string;
   readonly principal: { tenant: string; userId: string; name?: string };
-  readonly info: { device: string | null };
+  /**
+   * `presenceTtlMs` is set for a connection that the client's next request renews (a
+   * long-poll): its entries last that long, and a short one ends without rewriting them.
+   */
+  readonly info: { device: string | null; presenceTtlMs?: number };
+  /** When the connection opened (ms). */
+  readonly openedAt: number;
 }
+
+/**
+ * A long-poll ending sooner than this after it began leaves its entries as its start
+ * set them (they still last past the next poll's deadline) and only notes last_seen,
+ * at most once per LAST_SEEN_WRITE_MS per user: a client polling several times a
+ * second would otherwise rewrite its presence on every answer.
+ */
+const SHORT_POLL_MS = 5_000;
+const LAST_SEEN_WRITE_MS = 10_000;
 
 export interface PresenceHistory {
   presenceChanged(row: { tenant: string; userId: string; status: string; device: string | null; customStatus: string | null; at?: Date }): void;
@@ -64,6 +79,8 @@ export class Presence {
   /** Channels this node sweeps: those it has held entries in lately. */
   private readonly swept = new Map<string, { tenant: string; channel: string; quietSince: number | null }>();
   private readonly updates = new Throttle(2);
+  /** Users whose last_seen this node wrote lately at the end of a short poll: when. */
+  private readonly lastSeenWrites = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private lastRenew = Date.now();
   private busy = false;
@@ -109,6 +126,14 @@ export class Presence {
     if (!channels) return;
     this.held.delete(holder);
     const { tenant, userId } = holder.principal;
+    if (holder.info.presenceTtlMs !== undefined && Date.now() - holder.openedAt < SHORT_POLL_MS) {
+      const k = key(tenant, userId);
+      const now = Date.now();
+      if (now - (this.lastSeenWrites.get(k) ?? 0) < LAST_SEEN_WRITE_MS) return;
+      this.lastSeenWrites.set(k, now);
+      await this.deps.engine.userSet(tenant, userId, { lastSeen: new Date(now).toISOString() });
+      return;
+    }
     const refs: PresenceRef[] = [...channels].map((channel) => ({ tenant, channel, connectionId: holder.id, userId }));
     await Promise.all([
       refs.length ? this.deps.engine.presenceTouch(refs, graceMs) : Promise.resolve(),
@@ -164,18 +189,25 @@ export class Presence {
   }
 
   private async renew(): Promise<void> {
-    const refs: PresenceRef[] = [];
-    const conns: Array<Omit<PresenceRef, 'channel'>> = [];
+    // Grouped by TTL: a held long-poll keeps its own (longer) one.
+    const byTtl = new Map<number, { refs: PresenceRef[]; conns: Array<Omit<PresenceRef, 'channel'>> }>();
     for (const [h, channels] of this.held) {
+      const ttl = h.info.presenceTtlMs ?? this.ttlMs;
+      let group = byTtl.get(ttl);
+      if (!group) byTtl.set(ttl, (group = { refs: [], conns: [] }));
       const { tenant, userId } = h.principal;
-      conns.push({ tenant, userId, connectionId: h.id });
-      for (const channel of channels) refs.push({ tenant, channel, connectionId: h.id, userId });
+      group.conns.push({ tenant, userId, connectionId: h.id });
+      for (const channel of channels) group.refs.push({ tenant, channel, connectionId: h.id, userId });
     }
+    const now = Date.now();
+    for (const [k, at] of this.lastSeenWrites) if (now - at >= LAST_SEEN_WRITE_MS) this.lastSeenWrites.delete(k);
     try {
-      await Promise.all([
-        refs.length ? this.deps.engine.presenceTouch(refs, this.ttlMs) : undefined,
-        conns.length ? this.deps.engine.connectionsTouch(conns, this.ttlMs, { renewal: true }) : undefined,
-      ]);
+      await Promise.all(
+        [...byTtl].flatMap(([ttl, { refs, conns }]) => [
+          refs.length ? this.deps.engine.presenceTouch(refs, ttl) : undefined,
+          this.deps.engine.connectionsTouch(conns, ttl, { renewal: true }),
+        ]),
+      );
     } catch {
       // Redis trouble: the next renewal tries again; entries outlive two missed ones.
     }

@@ -19,7 +19,7 @@ import { appendEvents, preparePublish, type PublishAudit } from '../gateway/publ
 import type { TenantQuota } from '../gateway/tenant-quota.js';
 import { encodeEventFrame } from '../protocol/frames.js';
 import { writeError } from './respond.js';
-import { publishOne } from './publish-endpoint.js';
+import { publishOne } from './fast-lane.js';
 import { assertChannel, parseHistoryQuery, parsePresencePatch } from '../gateway/event-input.js';
 
 export interface HttpDeps {
@@ -209,7 +209,7 @@ export function createRouter(deps: HttpDeps): Router {
     router.get('/v1/announcements', (req, res) => streams.announcements(req, res));
   }
 
-  // The same answer as the fast lane of `gateway.listen` (lib/http/publish-endpoint.ts).
+  // The same answer as the fast lane of `gateway.listen` (lib/http/fast-lane.ts).
   const publishEndpoint = { publish: deps, track, ...(deps.collaboration?.access ? { access: deps.collaboration.access } : {}) };
   router.post('/v1/channels/:channel/events', authenticate, jsonOne, async (req, res, next) => {
     try {

@@ -1,22 +1,21 @@
 /**
- * `POST /v1/channels/{channel}/events`: the request backends send most, so it has a
- * lane of its own in front of Express when Streamgate owns the HTTP server
- * (`gateway.listen`, `streamgate serve`).
+ * The requests clients send most get a lane of their own in front of Express when
+ * Streamgate owns the HTTP server (`gateway.listen`, `streamgate serve`):
  *
- * Both ways in share everything that decides the answer (`publishOne`): validation,
- * rights, quota, the append, audit and metrics. They differ only in how they get the
- * principal and the body:
+ * - `POST /v1/channels/{channel}/events`, what backends send. Both ways in share
+ *   everything that decides the answer (`publishOne`): validation, rights, quota, the
+ *   append, audit and metrics. Mounted in Express (`gateway.router`), passport
+ *   authenticates and body-parser reads the body, as on every other route; the lane
+ *   verifies the credential directly (the same server key store and JWT options) and
+ *   reads a plain JSON body itself.
+ * - `GET /v1/poll`, what every long-polling client sends again and again; its handler
+ *   never needed Express (lib/transports/poll.ts), only the router in front of it.
  *
- * - mounted in Express (`gateway.router`), passport authenticates and body-parser
- *   reads the body, as on every other route;
- * - the fast lane verifies the credential directly (the same server key store and the
- *   same JWT options) and reads a plain JSON body itself. It takes only requests it can
- *   answer exactly as the router would and hands the rest (compressed bodies, CORS
- *   requests, odd paths) to Express.
- *
- * The profile of a node publishing 1,000 events/s over HTTP had Express routing,
- * passport and body-parser at about a third of its CPU; `spec/http/publish-lane.spec.ts`
- * sends the same requests down both ways and compares the answers.
+ * The lane takes only requests it can answer exactly as the router would, and hands
+ * the rest (compressed bodies, CORS requests, odd paths) to Express. The profile of a
+ * node publishing 1,000 events/s over HTTP had Express routing, passport and
+ * body-parser at about a third of its CPU; `spec/http/fast-lane.spec.ts` sends the
+ * same requests down both ways and compares the answers.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request } from 'express';
@@ -29,8 +28,9 @@ import { appendEvents, preparePublish, type PublishAnswer, type PublishDeps } fr
 import type { Metrics } from '../gateway/metrics.js';
 import { writeError, writeJson } from './respond.js';
 
-/** The route as Express names it (metrics label). */
+/** The routes as Express names them (metrics labels). */
 export const PUBLISH_ROUTE = '/v1/channels/:channel/events';
+export const POLL_ROUTE = '/v1/poll';
 
 export interface PublishEndpointDeps {
   publish: PublishDeps;
@@ -54,6 +54,8 @@ export interface FastLaneDeps extends PublishEndpointDeps {
   /** CORS is Express's job: requests with an Origin go there when origins are configured. */
   corsOrigins: readonly string[];
   isClosing(): boolean;
+  /** The long-polling handler (PollGateway.serve), when polling is served. */
+  poll?(req: IncomingMessage, res: ServerResponse): void;
 }
 
 const PREFIX = '/v1/channels/';
@@ -63,7 +65,7 @@ const SUFFIX = '/events';
  * The fast lane. `take(req, res)` answers the request and returns true, or returns
  * false without touching it (the caller hands it to Express).
  */
-export class PublishLane {
+export class FastLane {
   private readonly limit: number;
 
   constructor(private readonly deps: FastLaneDeps) {
@@ -71,19 +73,35 @@ export class PublishLane {
   }
 
   take(req: IncomingMessage, res: ServerResponse): boolean {
-    const channel = this.match(req);
-    if (channel === null) return false;
-    res.once('finish', () => this.deps.metrics.httpRequests.inc({ method: 'POST', route: PUBLISH_ROUTE, status: String(res.statusCode) }));
-    if (this.deps.isClosing()) {
-      res.setHeader('Connection', 'close');
-      writeError(res, new StreamgateError('unavailable', 'server is shutting down'));
+    if (this.deps.corsOrigins.length && req.headers.origin !== undefined) return false;
+    const poll = this.deps.poll;
+    if (poll && isPoll(req)) {
+      this.count(res, 'GET', POLL_ROUTE);
+      if (this.refuseWhileClosing(res)) return true;
+      poll(req, res);
       return true;
     }
+    const channel = this.match(req);
+    if (channel === null) return false;
+    this.count(res, 'POST', PUBLISH_ROUTE);
+    if (this.refuseWhileClosing(res)) return true;
     this.serve(req, res, channel).catch((err: unknown) => writeError(res, err));
     return true;
   }
 
-  /** The decoded channel of a request this lane can answer exactly as the router would, else null. */
+  private count(res: ServerResponse, method: string, route: string): void {
+    res.once('finish', () => this.deps.metrics.httpRequests.inc({ method, route, status: String(res.statusCode) }));
+  }
+
+  /** As the router does during shutdown: 503 and no keep-alive. */
+  private refuseWhileClosing(res: ServerResponse): boolean {
+    if (!this.deps.isClosing()) return false;
+    res.setHeader('Connection', 'close');
+    writeError(res, new StreamgateError('unavailable', 'server is shutting down'));
+    return true;
+  }
+
+  /** The decoded channel of a publish this lane can answer exactly as the router would, else null. */
   private match(req: IncomingMessage): string | null {
     const url = req.url ?? '';
     if (req.method !== 'POST' || !url.startsWith(PREFIX)) return null;
@@ -94,7 +112,6 @@ export class PublishLane {
     if (raw.includes('/')) return null;
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return null;
-    if (this.deps.corsOrigins.length && req.headers.origin !== undefined) return null;
     try {
       return decodeURIComponent(raw);
     } catch {
@@ -127,6 +144,12 @@ export class PublishLane {
     if (!found) throw unauthorized('invalid or revoked server key');
     return { kind: 'server', tenant: found.tenant, keyId: found.id };
   }
+}
+
+/** `GET /v1/poll` or `/v1/poll?…`, exactly (the router's other spellings go to Express). */
+function isPoll(req: IncomingMessage): boolean {
+  const url = req.url ?? '';
+  return req.method === 'GET' && url.startsWith(POLL_ROUTE) && (url.length === POLL_ROUTE.length || url.charCodeAt(POLL_ROUTE.length) === 63 /* ? */);
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * The publish fast lane of `gateway.listen` (lib/http/publish-endpoint.ts) must answer
+ * The publish fast lane of `gateway.listen` (lib/http/fast-lane.ts) must answer
  * exactly as the Express route does when the router is mounted in a host app: the same
  * requests go down both ways and the answers are compared.
  */
@@ -45,7 +45,7 @@ function send(url: string, opts: { headers?: Record<string, string>; body?: stri
   });
 }
 
-describe('HTTP publish: fast lane and Express route answer alike', function () {
+describe('HTTP fast lane (publish, poll) and Express routes answer alike', function () {
   let g: TestGateway;
   let host: Server;
   let hostUrl: string;
@@ -137,6 +137,21 @@ describe('HTTP publish: fast lane and Express route answer alike', function () {
     await send(`${g.url}/v1/channels/team%3Alane/events`, { headers: bearer(key), body: event() });
     const metrics = await send(`${g.url}/metrics`, { method: 'GET' });
     expect(metrics.body).to.match(/streamgate_http_requests_total\{method="POST",route="\/v1\/channels\/:channel\/events",status="201"\} \d+/);
+  });
+
+  it('long-polls through the lane and through the router alike, counted under /v1/poll', async () => {
+    const t = g.token({ sub: 'pol', tid: 'acme', channels: ['team:*'] });
+    const paths = [`/v1/poll?channels=team:lanepoll&token=${t}`, `/v1/poll?channels=team:lanepoll&token=bad`, '/v1/poll'];
+    for (const path of paths) {
+      const lane = await send(g.url + path, { method: 'GET' });
+      const routed = await send(hostUrl + path, { method: 'GET' });
+      expect(lane.status, path).to.equal(routed.status);
+      if (lane.status === 200) expect(Object.keys(lane.body).sort()).to.deep.equal(Object.keys(routed.body).sort());
+      else expect(lane.body.error.code).to.equal(routed.body.error.code);
+    }
+    const metrics = await send(`${g.url}/metrics`, { method: 'GET' });
+    expect(metrics.body).to.match(/streamgate_http_requests_total\{method="GET",route="\/v1\/poll",status="200"\} \d+/);
+    expect(metrics.body).to.match(/streamgate_http_requests_total\{method="GET",route="\/v1\/poll",status="401"\} \d+/);
   });
 
   it('leaves requests it cannot answer alike to Express: a trailing slash, a gzip body', async () => {
