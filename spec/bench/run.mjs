@@ -31,6 +31,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..', '..');
 /** A step whose outside load exceeds this (cores) is retried once. */
 const DISTURBED_CORES = 0.25;
+/** What `npm run bench` compares when --target is not given: every target, side by side. */
+const DEFAULT_TARGETS = 'streamgate,streamgate-ws,socketio,ws-raw';
 /** Hard bound on the whole run. */
 const MAX_TOTAL_MS = 3 * 3600_000;
 const SCENARIOS = ['fanout', 'ramp', 'idle', 'resume', 'sse', 'poll'];
@@ -61,7 +63,7 @@ const HELP = `usage: node spec/bench/run.mjs [options]      (npm run bench -- [o
                             channel and token in the query string; a polling client polls
                             again as soon as an answer arrives); Streamgate only, n/a for
                             every other target
-  --target LIST           target modules in spec/bench/targets (default: streamgate):
+  --target LIST           target modules in spec/bench/targets (default: all four):
                           streamgate (2 nodes, publishes over the HTTP API),
                           streamgate-ws (the same, but publishing from 4 WebSocket
                             connections with a token carrying the publish claim; fanout
@@ -141,7 +143,7 @@ function parseOptions(argv) {
   const o = {
     quick: q,
     scenarios: (values.scenario ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean),
-    targets: (values.target ?? 'streamgate').split(',').map((s) => s.trim()).filter(Boolean),
+    targets: (values.target ?? DEFAULT_TARGETS).split(',').map((s) => s.trim()).filter(Boolean),
     clients: num(values.clients, defaults.clients, 'clients', { min: 1 }),
     channels: num(values.channels, defaults.channels, 'channels', { min: 1 }),
     rates: (values.rates ?? defaults.rates).split(',').map((r) => num(r.trim(), 0, 'rates', { min: 1 })),
