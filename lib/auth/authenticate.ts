@@ -34,9 +34,10 @@ const fromHeader = ExtractJwt.fromAuthHeaderAsBearerToken();
 export function credentialOf(req: Request): string | null {
   const header = fromHeader(req);
   if (header) return header;
-  const query = extractToken(req);
-  if (query?.startsWith(SERVER_KEY_PREFIX)) return null;
-  return query ?? null;
+  // `?token=a&token=b` parses to an array: no credential, not a crash.
+  const query: unknown = extractToken(req);
+  if (typeof query !== 'string' || query.startsWith(SERVER_KEY_PREFIX)) return null;
+  return query;
 }
 
 class ServerKeyStrategy extends Strategy {

@@ -82,7 +82,10 @@ export async function renewSortedSets(redis: Redis, members: ReadonlyMap<string,
     }
   }
   if (keys.length) await runScript(redis, 'zset_renew', keys, [keyTtlMs, mode, expiry, ...lists]);
-  if (oddCount) await odd.exec();
+  if (oddCount) {
+    const failed = (await odd.exec())?.find(([err]) => err);
+    if (failed) throw failed[0];
+  }
 }
 
 export async function releaseSlots(redis: Redis, keys: EngineKeys, names: readonly string[], connectionId: string): Promise<void> {

@@ -10,8 +10,8 @@ import type { Session } from './session.js';
 
 /**
  * A slot lives this long unless its node refreshes it: how long a dead node's
- * connections still count against the limits. Refreshing writes two commands per
- * user (per-user limits), so it runs only as often as the TTL needs (two may fail).
+ * connections still count against the limits. Refreshing renews one key per user
+ * (per-user limits), so it runs only as often as the TTL needs (two may fail).
  */
 export const SLOT_TTL_MS = 60_000;
 const SLOT_REFRESH_MS = 20_000;

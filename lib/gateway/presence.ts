@@ -45,7 +45,7 @@ export interface PresenceHolder {
  * at most once per LAST_SEEN_WRITE_MS per user: a client polling several times a
  * second would otherwise rewrite its presence on every answer.
  */
-const SHORT_POLL_MS = 5_000;
+export const SHORT_POLL_MS = 5_000;
 const LAST_SEEN_WRITE_MS = 10_000;
 
 export interface PresenceHistory {

@@ -112,6 +112,9 @@ export class FastLane {
     if (raw.includes('/')) return null;
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return null;
+    // Any charset but UTF-8 is body-parser's to decode or refuse.
+    const charset = charsetOf(req.headers['content-type']);
+    if (charset !== null && charset !== 'utf-8') return null;
     try {
       return decodeURIComponent(raw);
     } catch {
@@ -146,6 +149,13 @@ export class FastLane {
   }
 }
 
+/** The lower-cased `charset` parameter of a Content-Type, or null. */
+function charsetOf(type: string | undefined): string | null {
+  const semi = type?.indexOf(';') ?? -1;
+  if (semi < 0) return null;
+  return /charset\s*=\s*"?([^";\s]+)/i.exec(type!.slice(semi))?.[1]?.toLowerCase() ?? null;
+}
+
 /** `GET /v1/poll` or `/v1/poll?…`, exactly (the router's other spellings go to Express). */
 function isPoll(req: IncomingMessage): boolean {
   const url = req.url ?? '';
@@ -154,8 +164,9 @@ function isPoll(req: IncomingMessage): boolean {
 
 /**
  * The body as express.json({ strict: false, limit }) reads it: `application/json` in
- * UTF-8 only, an empty body is `{}`, over `limit` bytes is 413 (told by Content-Length
- * before reading when it is given). Anything else is a 400, as the router answers.
+ * UTF-8 (other charsets never reach the lane), a leading byte order mark dropped, an
+ * empty body is `{}`, over `limit` bytes is 413 (told by Content-Length before reading
+ * when it is given). Anything else is a 400, as the router answers.
  */
 export function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
   const type = req.headers['content-type'];
@@ -166,11 +177,8 @@ export function readJsonBody(req: IncomingMessage, limit: number): Promise<unkno
     req.resume();
     return Promise.reject(badRequest('expected a JSON body (Content-Type: application/json)'));
   }
-  const charset = semi < 0 ? null : /charset\s*=\s*"?([^";\s]+)/i.exec(type!.slice(semi))?.[1]?.toLowerCase() ?? null;
-  if (charset !== null && charset !== 'utf-8' && charset !== 'utf8') {
-    req.resume();
-    return Promise.reject(badRequest(`malformed request body: unsupported charset "${charset.toUpperCase()}"`));
-  }
+  // Gone while it was being authenticated: no 'data' or 'end' will ever come.
+  if (req.destroyed || req.readableAborted) return Promise.reject(badRequest('malformed request body: request aborted'));
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
@@ -197,7 +205,8 @@ export function readJsonBody(req: IncomingMessage, limit: number): Promise<unkno
     req.once('end', () => {
       if (done) return;
       done = true;
-      const text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
+      let text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
+      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
       if (text.length === 0) return resolve({});
       try {
         resolve(JSON.parse(text));

@@ -1,6 +1,7 @@
 /**
  * JSON answers and the error shape (PROTOCOL §7) on a plain `ServerResponse`, so the
- * Express routes and the publish fast lane answer byte for byte alike.
+ * Express routes and the fast lane write the same errors (Express adds an ETag to
+ * the successes it sends with res.json; the lane does not).
  */
 import type { ServerResponse } from 'node:http';
 import { StreamgateError, badRequest, toStreamgateError } from '../errors.js';

@@ -8,7 +8,7 @@
  * other nodes keep accepting a revoked key until their entry expires, so the
  * revocation delay across a cluster is the cache TTL (5 s by default).
  */
-import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import { badRequest, unavailable } from '../errors.js';
 import { isValidTenant } from '../protocol/channel.js';
@@ -82,8 +82,7 @@ function base62(length: number): string {
   return out;
 }
 
-// One-shot: no Hash object per verification (measured 1.18 vs 1.38 µs per call).
-const sha256 = (secret: string): Buffer => hash('sha256', secret, 'buffer');
+const sha256 = (secret: string): Buffer => createHash('sha256').update(secret).digest();
 
 export class ServerKeyStore {
   private readonly cache = new Map<string, CacheEntry>();

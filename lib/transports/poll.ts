@@ -11,6 +11,7 @@ import { Cursor } from '../gateway/cursor.js';
 import { ZERO_ID } from '../protocol/event-id.js';
 import { Session } from '../gateway/session.js';
 import { DEVICES } from '../gateway/event-input.js';
+import { SHORT_POLL_MS } from '../gateway/presence.js';
 import type { EventMark, FrameKind, Transport } from '../gateway/transport.js';
 import { frameText, type OutFrame } from '../gateway/shared-frame.js';
 import type { StreamDeps } from './sse.js';
@@ -129,15 +130,17 @@ export class PollGateway {
     const d = parsed.url.searchParams.get('device');
     const device = d && (DEVICES as readonly string[]).includes(d) ? d : null;
     // One presence entry per polling user and device, lasting until the next poll is
-    // late: a user polling at least every `timeout + 10` s counts as online.
+    // late: a user polling at least every `timeout + 10` s counts as online. A short
+    // poll leaves its entry as its start set it (lib/gateway/presence.ts), hence the
+    // extra SHORT_POLL_MS: the entry still outlasts the answer by `timeout + 10` s.
     const session = new Session(this.deps.ctx, transport, principal, {
       connectionId: `poll:${principal.userId}:${device ?? 'any'}`,
       device,
       ip: parsed.ip,
       userAgent: parsed.userAgent,
-      presenceTtlMs: timeoutMs + 10_000,
+      presenceTtlMs: timeoutMs + 10_000 + SHORT_POLL_MS,
     });
-    void this.deps.ctx.presence.connected(session, timeoutMs + 10_000).catch(() => undefined);
+    void this.deps.ctx.presence.connected(session, timeoutMs + 10_000 + SHORT_POLL_MS).catch(() => undefined);
     const { metrics } = this.deps.ctx;
     metrics.connections.inc({ transport: 'poll', tenant: principal.tenant });
     let answered = false;

@@ -94,6 +94,9 @@ describe('HTTP fast lane (publish, poll) and Express routes answer alike', funct
     ['a body over max_message_bytes', () => ({ headers: bearer(key), body: event({ data: 'x'.repeat(70 * 1024) }) }), 413, 'too_large'],
     ['a chunked body over max_message_bytes', () => ({ headers: bearer(key), body: event({ data: 'x'.repeat(70 * 1024) }), chunked: true }), 413, 'too_large'],
     ['a chunked body within the limit', () => ({ headers: bearer(key), body: event(), chunked: true }), 201, null],
+    ['a body starting with a byte order mark', () => ({ headers: bearer(key), body: `\ufeff${event()}` }), 201, null],
+    ['charset=utf8 (body-parser refuses it)', () => ({ headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json; charset=utf8' }, body: event() }), 400, 'bad_request'],
+    ['a repeated ?token= parameter', () => ({ path: `?token=${ann}&token=${ann}`, headers: json, body: event() }), 401, 'unauthorized'],
     ['UTF-8 JSON with a charset', () => ({ headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json; charset=UTF-8' }, body: event({ data: 'héllo ✓' }) }), 201, null],
   ];
 
@@ -124,6 +127,15 @@ describe('HTTP fast lane (publish, poll) and Express routes answer alike', funct
       if (code === 'unauthorized' || code === 'too_large') expect(lane.body.error.message).to.equal(routed.body.error.message);
     });
   }
+
+  it('a UTF-16 body is for body-parser to decode: the lane hands it to Express', async () => {
+    const body = Buffer.from(event(), 'utf16le');
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json; charset=utf-16le' };
+    const lane = await send(`${g.url}/v1/channels/team%3Alane/events`, { headers, body });
+    const routed = await send(`${hostUrl}/v1/channels/team%3Alane/events`, { headers, body });
+    expect(lane.status).to.equal(routed.status);
+    expect(lane.headers.etag === undefined).to.equal(routed.headers.etag === undefined);
+  });
 
   it('an idempotent repeat answers the first id on both ways', async () => {
     const body = event({ idempotency_key: `k-${Date.now()}` });

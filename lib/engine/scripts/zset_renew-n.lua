@@ -3,7 +3,7 @@ zset_renew: push the expiry scores of many sorted sets forward in one call (the
 holding node's renewals of connection slots and of users' live connections).
 
 KEYS[i]      a sorted set of connection ids scored by expiry (ms)
-ARGV[1]      key TTL, ms (PEXPIRE of every key that got members)
+ARGV[1]      key TTL, ms (PEXPIRE of every key; a missing key stays missing)
 ARGV[2]      'XX' to renew only members still there (a released slot stays released),
              '' to add them as well
 ARGV[3]      the new expiry score
