@@ -27,6 +27,8 @@ export interface TestProxy {
   refuse: boolean;
   /** WebSocket tunnels pass nothing either way while true (a silently dead path). */
   frozen: boolean;
+  /** When a WebSocket tunnel last passed bytes from the server to its client (ms). */
+  lastDownAt: number;
   /** Counts of what passed: upgrades, SSE and poll requests. */
   counts: { upgrades: number; sse: number; poll: number };
   /** Destroy every open connection, both sides. */
@@ -115,7 +117,9 @@ export async function startProxy(options: ProxyOptions): Promise<TestProxy> {
       });
       if (mode === 'pass') {
         up.on('data', (chunk: Buffer) => {
-          if (!proxy.frozen) client.write(chunk);
+          if (proxy.frozen) return;
+          proxy.lastDownAt = Date.now();
+          client.write(chunk);
         });
         return;
       }
@@ -143,6 +147,7 @@ export async function startProxy(options: ProxyOptions): Promise<TestProxy> {
     options,
     refuse: false,
     frozen: false,
+    lastDownAt: 0,
     counts,
     dropAll() {
       for (const s of [...sockets]) s.destroy();
