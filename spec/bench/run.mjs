@@ -243,27 +243,11 @@ function freePort() {
   });
 }
 
-/** One RESP command on a fresh connection (PING, FLUSHALL). */
-function redisCommand(port, ...args) {
-  return new Promise((res) => {
-    const socket = connect({ port, host: '127.0.0.1' });
-    let buf = '';
-    const done = (v) => {
-      socket.destroy();
-      res(v);
-    };
-    socket.setTimeout(2000, () => done(null));
-    socket.once('error', () => done(null));
-    socket.on('data', (c) => {
-      buf += c.toString();
-      if (buf.includes('\r\n')) done(buf.split('\r\n')[0]);
-    });
-    socket.once('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
-  });
-}
-
-/** `INFO <section>` of the private Redis as { key: value } (a bulk reply read whole), or null. */
-function redisInfo(port, section) {
+/**
+ * One RESP command on a fresh connection; `parse(buffer)` returns the answer once the
+ * reply is complete (undefined while more must come). Null on errors or after 2 s.
+ */
+function redisRequest(port, args, parse) {
   return new Promise((res) => {
     const socket = connect({ port, host: '127.0.0.1' });
     let buf = Buffer.alloc(0);
@@ -275,18 +259,34 @@ function redisInfo(port, section) {
     socket.once('error', () => done(null));
     socket.on('data', (c) => {
       buf = Buffer.concat([buf, c]);
-      const eol = buf.indexOf('\r\n');
-      if (eol < 0) return;
-      const len = Number(buf.subarray(1, eol).toString());
-      if (buf.length < eol + 2 + len) return;
-      const out = {};
-      for (const line of buf.subarray(eol + 2, eol + 2 + len).toString().split('\r\n')) {
-        const i = line.indexOf(':');
-        if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-      }
-      done(out);
+      const v = parse(buf);
+      if (v !== undefined) done(v);
     });
-    socket.once('connect', () => socket.write(`*2\r\n$4\r\nINFO\r\n$${section.length}\r\n${section}\r\n`));
+    socket.once('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
+  });
+}
+
+/** A simple command (PING, FLUSHALL): its reply's first line. */
+function redisCommand(port, ...args) {
+  return redisRequest(port, args, (buf) => {
+    const eol = buf.indexOf('\r\n');
+    return eol < 0 ? undefined : buf.subarray(0, eol).toString();
+  });
+}
+
+/** `INFO <section>` of the private Redis as { key: value } (a bulk reply read whole), or null. */
+function redisInfo(port, section) {
+  return redisRequest(port, ['INFO', section], (buf) => {
+    const eol = buf.indexOf('\r\n');
+    if (eol < 0) return undefined;
+    const len = Number(buf.subarray(1, eol).toString());
+    if (buf.length < eol + 2 + len) return undefined;
+    const out = {};
+    for (const line of buf.subarray(eol + 2, eol + 2 + len).toString().split('\r\n')) {
+      const i = line.indexOf(':');
+      if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
+    }
+    return out;
   });
 }
 
