@@ -89,13 +89,16 @@ export function startPeer({ label, script, env, track }) {
   });
 }
 
-/** `publish(room, data)` → POST {url}/publish {room, event: 'bench', data}; resolves to null (no event ids). */
-export function httpPublisher(spec, { maxSockets = 16 } = {}) {
+/**
+ * A keep-alive JSON poster to `url` with at most `maxSockets` requests in flight:
+ * `post(path, body)` resolves to the answer's text when the status is 201.
+ */
+export function jsonPoster(url, { maxSockets = 16, headers = {} } = {}) {
   const agent = new http.Agent({ keepAlive: true, maxSockets });
-  const base = new URL(spec.url);
+  const base = new URL(url);
   return {
-    publish(room, data) {
-      const body = JSON.stringify({ room, event: 'bench', data });
+    post(path, value) {
+      const body = JSON.stringify(value);
       return new Promise((resolve, reject) => {
         const req = http.request(
           {
@@ -103,15 +106,15 @@ export function httpPublisher(spec, { maxSockets = 16 } = {}) {
             host: base.hostname,
             port: base.port,
             method: 'POST',
-            path: '/publish',
-            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+            path,
+            headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
             timeout: 30_000,
           },
           (res) => {
             let text = '';
             res.setEncoding('utf8');
             res.on('data', (c) => (text += c));
-            res.on('end', () => (res.statusCode === 201 ? resolve(null) : reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`))));
+            res.on('end', () => (res.statusCode === 201 ? resolve(text) : reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`))));
             res.on('error', reject);
           },
         );
@@ -123,6 +126,15 @@ export function httpPublisher(spec, { maxSockets = 16 } = {}) {
     close() {
       agent.destroy();
     },
+  };
+}
+
+/** `publish(room, data)` → POST {url}/publish {room, event: 'bench', data}; resolves to null (no event ids). */
+export function httpPublisher(spec, { maxSockets = 16 } = {}) {
+  const poster = jsonPoster(spec.url, { maxSockets });
+  return {
+    publish: (room, data) => poster.post('/publish', { room, event: 'bench', data }).then(() => null),
+    close: () => poster.close(),
   };
 }
 
@@ -143,6 +155,32 @@ export function readJson(req) {
       }
     });
     req.on('error', reject);
+  });
+}
+
+/**
+ * Server side of a peer: the HTTP server whose `POST /publish {room, event, data}`
+ * hands the message to `emit` and answers 201 (404 elsewhere, 400 for a bad body).
+ */
+export function publishServer(emit) {
+  return http.createServer(async (req, res) => {
+    if (req.method !== 'POST' || req.url !== '/publish') {
+      res.writeHead(404).end();
+      return;
+    }
+    let m;
+    try {
+      m = await readJson(req);
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
+    if (typeof m?.room !== 'string' || typeof m.event !== 'string') {
+      res.writeHead(400).end();
+      return;
+    }
+    emit(m);
+    res.writeHead(201, { 'content-type': 'application/json' }).end('{"ok":true}');
   });
 }
 

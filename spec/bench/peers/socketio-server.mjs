@@ -9,36 +9,17 @@
  * env: REDIS_URL, BENCH_STREAM (stream and pub/sub prefix, fresh per step), PORT (0).
  * Prints `peer: listening on http://127.0.0.1:<port>` on stderr once ready.
  */
-import http from 'node:http';
 import { createAdapter } from '@socket.io/redis-streams-adapter';
 import { Redis } from 'ioredis';
 import { Server } from 'socket.io';
-import { exitWithParent, readJson } from './common.mjs';
+import { exitWithParent, publishServer } from './common.mjs';
 
 exitWithParent();
 const stream = process.env.BENCH_STREAM || 'socket.io';
 const redis = new Redis(process.env.REDIS_URL);
 redis.on('error', (err) => console.error(`redis: ${err.message}`));
 
-const server = http.createServer(async (req, res) => {
-  if (req.method !== 'POST' || req.url !== '/publish') {
-    res.writeHead(404).end();
-    return;
-  }
-  let m;
-  try {
-    m = await readJson(req);
-  } catch {
-    res.writeHead(400).end();
-    return;
-  }
-  if (typeof m?.room !== 'string' || typeof m.event !== 'string') {
-    res.writeHead(400).end();
-    return;
-  }
-  io.to(m.room).emit(m.event, m.data);
-  res.writeHead(201, { 'content-type': 'application/json' }).end('{"ok":true}');
-});
+const server = publishServer((m) => io.to(m.room).emit(m.event, m.data));
 
 const io = new Server(server, { adapter: createAdapter(redis, { streamName: stream, channelPrefix: stream }) });
 io.on('connection', (socket) => {

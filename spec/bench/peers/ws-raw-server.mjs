@@ -10,37 +10,19 @@
  *
  * env: PORT (0). Prints `peer: listening on http://127.0.0.1:<port>` on stderr once ready.
  */
-import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { exitWithParent, readJson } from './common.mjs';
+import { exitWithParent, publishServer } from './common.mjs';
 
 exitWithParent();
 const HEARTBEAT_MS = 25_000;
 /** room → Set of sockets */
 const rooms = new Map();
 
-const server = http.createServer(async (req, res) => {
-  if (req.method !== 'POST' || req.url !== '/publish') {
-    res.writeHead(404).end();
-    return;
-  }
-  let m;
-  try {
-    m = await readJson(req);
-  } catch {
-    res.writeHead(400).end();
-    return;
-  }
-  if (typeof m?.room !== 'string') {
-    res.writeHead(400).end();
-    return;
-  }
+const server = publishServer((m) => {
   const members = rooms.get(m.room);
-  if (members) {
-    const frame = Buffer.from(JSON.stringify({ type: 'event', channel: m.room, event: m.event, data: m.data }));
-    for (const ws of members) ws.send(frame, { binary: false });
-  }
-  res.writeHead(201, { 'content-type': 'application/json' }).end('{"ok":true}');
+  if (!members) return;
+  const frame = Buffer.from(JSON.stringify({ type: 'event', channel: m.room, event: m.event, data: m.data }));
+  for (const ws of members) ws.send(frame, { binary: false });
 });
 
 const wss = new WebSocketServer({ server, perMessageDeflate: false });

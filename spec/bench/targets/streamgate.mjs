@@ -23,7 +23,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { closeSocket, startServerProcess } from '../peers/common.mjs';
+import { closeSocket, jsonPoster, startServerProcess } from '../peers/common.mjs';
 
 export const name = 'streamgate';
 /** Scenarios that run only where a target says so (run.mjs): SSE and long-polling clients. */
@@ -514,46 +514,10 @@ export const client = {
    * /v1/channels/{channel}/events over a keep-alive agent with `maxSockets` sockets.
    */
   publisher(spec, { maxSockets = 16 } = {}) {
-    const agent = new http.Agent({ keepAlive: true, maxSockets });
-    const base = new URL(spec.url);
-    const auth = `Bearer ${spec.token}`;
+    const poster = jsonPoster(spec.url, { maxSockets, headers: { authorization: `Bearer ${spec.token}` } });
     return {
-      publish(channel, data) {
-        const body = JSON.stringify({ event: 'bench', data });
-        return new Promise((resolve, reject) => {
-          const req = http.request(
-            {
-              agent,
-              host: base.hostname,
-              port: base.port,
-              method: 'POST',
-              path: `/v1/channels/${channel}/events`,
-              headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: auth },
-              timeout: 30_000,
-            },
-            (res) => {
-              let text = '';
-              res.setEncoding('utf8');
-              res.on('data', (c) => (text += c));
-              res.on('end', () => {
-                if (res.statusCode !== 201) return reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`));
-                try {
-                  resolve(JSON.parse(text).id);
-                } catch (err) {
-                  reject(err);
-                }
-              });
-              res.on('error', reject);
-            },
-          );
-          req.on('timeout', () => req.destroy(new Error('publish timed out')));
-          req.on('error', reject);
-          req.end(body);
-        });
-      },
-      close() {
-        agent.destroy();
-      },
+      publish: async (channel, data) => JSON.parse(await poster.post(`/v1/channels/${channel}/events`, { event: 'bench', data })).id,
+      close: () => poster.close(),
     };
   },
 };
