@@ -7,11 +7,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import WebSocket from 'ws';
-import { EventSource } from 'eventsource';
 import { Redis } from 'ioredis';
-import { connect, type Client, type ConnectOptions, type EventFrame, type StateChange, type StorageLike, type TransportName } from '../../lib/client/index.js';
+import type { Client, ConnectOptions, EventFrame, StorageLike, TransportName } from '../../lib/client/index.js';
 import { request, startGateway, type TestGateway } from '../support/gateway.js';
 import { startProxy, type TestProxy } from '../support/proxy.js';
+import { sdkClients } from '../support/sdk-clients.js';
 import { testRedisUrl, uniquePrefix, deleteKeysWithPrefix } from '../support/redis.js';
 
 const TRANSPORTS: TransportName[] = ['websocket', 'sse', 'poll'];
@@ -31,23 +31,8 @@ function memoryStorage(): StorageLike {
   return { getItem: (k) => map.get(k) ?? null, setItem: (k, v) => void map.set(k, v) };
 }
 
-interface Watched {
-  client: Client;
-  states: StateChange[];
-  errors: Error[];
-}
-
-const open: Client[] = [];
-
-function client(options: Partial<ConnectOptions> & { url: string }): Watched {
-  const c = connect({ WebSocket, EventSource, storage: null, ...options } as ConnectOptions);
-  open.push(c);
-  const states: StateChange[] = [];
-  const errors: Error[] = [];
-  c.on('state', (s) => states.push(s));
-  c.on('error', (e) => errors.push(e));
-  return { client: c, states, errors };
-}
+const clients = sdkClients();
+const client = clients.watch;
 
 function feed(c: Client, channel: string, options: { since?: string } = {}) {
   const events: EventFrame[] = [];
@@ -63,7 +48,7 @@ async function publishAs(gw: { url: string }, token: string, channel: string, da
 }
 
 afterEach(() => {
-  for (const c of open.splice(0)) c.close();
+  clients.closeAll();
 });
 
 describe('client SDK over each transport', function () {
@@ -75,7 +60,7 @@ describe('client SDK over each transport', function () {
     token = gw.token(CLAIMS);
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     await gw.close();
   });
 
@@ -168,7 +153,7 @@ describe('client SDK: lost events and refused frames', function () {
     token = gw.token(CLAIMS);
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     await gw.close();
   });
 
@@ -218,7 +203,7 @@ describe('client SDK: drops, queue, dedupe, liveness', function () {
     proxy = await startProxy({ targetPort: gw.port });
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     await proxy.close();
     await gw.close();
   });
@@ -330,7 +315,7 @@ describe('client SDK: backoff', function () {
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
   });
@@ -385,7 +370,7 @@ describe('client SDK: tokens', function () {
     gw = await startGateway();
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     await gw.close();
   });
 
@@ -458,7 +443,7 @@ describe('client SDK: capability detection', function () {
     token = gw.token(CLAIMS);
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     for (const p of proxies.splice(0)) await p.close();
     await gw.close();
   });
@@ -594,7 +579,7 @@ describe('client SDK: resume across a gateway restart (Redis)', function () {
         expect(f.resets).to.deep.equal([]);
         expect(c.transport).to.equal(transport);
       } finally {
-        for (const c of open.splice(0)) c.close();
+        clients.closeAll();
         await gw1?.close();
         await gw2?.close();
         await gw3?.close();

@@ -5,16 +5,12 @@
  */
 import { expect } from 'chai';
 import WebSocket from 'ws';
-import { EventSource } from 'eventsource';
 import {
-  connect,
   type ActivitySource,
-  type Client,
   type ConnectOptions,
   type EventFrame,
   type PresenceEvent,
   type ReceiptEvent,
-  type StateChange,
   type StreamgateClientError,
   type TransportName,
   type TypingEvent,
@@ -22,6 +18,7 @@ import {
 } from '../../lib/client/index.js';
 import { request, startGateway, type TestGateway } from '../support/gateway.js';
 import { startProxy, type TestProxy } from '../support/proxy.js';
+import { sdkClients } from '../support/sdk-clients.js';
 
 const TENANT = 't1';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -35,23 +32,8 @@ async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Pr
   }
 }
 
-const open: Client[] = [];
-
-interface Watched {
-  client: Client;
-  states: StateChange[];
-  errors: Error[];
-}
-
-function watch(options: Partial<ConnectOptions> & { url: string; token: string }): Watched {
-  const c = connect({ WebSocket, EventSource, storage: null, ...options });
-  open.push(c);
-  const states: StateChange[] = [];
-  const errors: Error[] = [];
-  c.on('state', (s) => states.push(s));
-  c.on('error', (e) => errors.push(e));
-  return { client: c, states, errors };
-}
+const clients = sdkClients();
+const watch = (options: Partial<ConnectOptions> & { url: string; token: string }) => clients.watch(options);
 
 const ids = (users: Array<{ id: string }>) => users.map((u) => u.id).sort();
 
@@ -67,7 +49,7 @@ describe('client SDK: presence, typing, receipts, rooms', function () {
     gw = await startGateway({ override: { presence: { grace_ms: 300 }, namespaces: { team: { receipts: true }, eval: { anonymous: true } } } });
   });
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    clients.closeAll();
     await gw.close();
   });
 
