@@ -40,6 +40,28 @@ export function credentialOf(req: Request): string | null {
   return query;
 }
 
+/** Why a request without a credential is refused (401). */
+export function missingCredentials(tokenInQuery: unknown): StreamgateError {
+  const keyInQuery = typeof tokenInQuery === 'string' && tokenInQuery.startsWith(SERVER_KEY_PREFIX);
+  return unauthorized(keyInQuery ? 'server keys go in the Authorization header, never in the URL' : 'missing credentials: Authorization: Bearer <token or server key>');
+}
+
+/**
+ * The principal of a server key; rejects with 401 for an unknown, revoked or wrong key
+ * and 503 when the key store cannot answer. Used by the passport strategy below and by
+ * the fast lane (lib/http/fast-lane.ts).
+ */
+export async function serverKeyPrincipal(keys: ServerKeyVerifier, key: string): Promise<ServerPrincipal> {
+  let found: { id: string; tenant: string } | null;
+  try {
+    found = await keys.verify(key);
+  } catch (err) {
+    throw err instanceof StreamgateError ? err : unavailable('cannot verify server key', err);
+  }
+  if (!found) throw unauthorized('invalid or revoked server key');
+  return { kind: 'server', tenant: found.tenant, keyId: found.id };
+}
+
 class ServerKeyStrategy extends Strategy {
   name = 'server-key';
 
@@ -50,13 +72,9 @@ class ServerKeyStrategy extends Strategy {
   override authenticate(req: Request): void {
     const key = credentialOf(req);
     if (!key) return this.fail('no credentials', 401);
-    this.keys.verify(key).then(
-      (found) => {
-        if (!found) return this.fail('invalid or revoked server key', 401);
-        const principal: ServerPrincipal = { kind: 'server', tenant: found.tenant, keyId: found.id };
-        this.success(principal);
-      },
-      (err: unknown) => this.error(err instanceof StreamgateError ? err : unavailable('cannot verify server key', err)),
+    serverKeyPrincipal(this.keys, key).then(
+      (principal) => this.success(principal),
+      (err: unknown) => (err instanceof StreamgateError && err.code === 'unauthorized' ? this.fail(err.message, 401) : this.error(err as StreamgateError)),
     );
   }
 }
@@ -97,10 +115,7 @@ export function createAuthenticator(jwtSettings: JwtSettings, keys: ServerKeyVer
 
   return (req: Request, res: Response, next: NextFunction) => {
     const credential = credentialOf(req);
-    if (!credential) {
-      const inQuery = typeof req.query.token === 'string' && req.query.token.startsWith(SERVER_KEY_PREFIX);
-      return next(unauthorized(inQuery ? 'server keys go in the Authorization header, never in the URL' : 'missing credentials: Authorization: Bearer <token or server key>'));
-    }
+    if (!credential) return next(missingCredentials(req.query.token));
     const strategy = credential.startsWith(SERVER_KEY_PREFIX) ? 'server-key' : 'jwt';
     const handler = passport.authenticate(strategy, { session: false }, (err: unknown, user: unknown, info: unknown) => {
       if (err) return next(err);

@@ -19,10 +19,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request } from 'express';
-import { credentialOf, SERVER_KEY_PREFIX, type ServerKeyVerifier } from '../auth/authenticate.js';
+import { credentialOf, missingCredentials, serverKeyPrincipal, SERVER_KEY_PREFIX, type ServerKeyVerifier } from '../auth/authenticate.js';
 import type { Principal } from '../auth/principal.js';
 import type { TokenVerifier } from '../auth/tokens.js';
-import { badRequest, StreamgateError, unauthorized, unavailable } from '../errors.js';
+import { badRequest, StreamgateError } from '../errors.js';
 import type { ChannelAccess } from '../gateway/session.js';
 import { appendEvents, preparePublish, type PublishAnswer, type PublishDeps } from '../gateway/publish.js';
 import type { Metrics } from '../gateway/metrics.js';
@@ -133,19 +133,9 @@ export class FastLane {
   private async authenticate(req: IncomingMessage): Promise<Principal> {
     // credentialOf reads only the headers and the URL, which a plain request has.
     const credential = credentialOf(req as Request);
-    if (!credential) {
-      const inQuery = new URL(req.url ?? '/', 'http://x').searchParams.get('token')?.startsWith(SERVER_KEY_PREFIX) ?? false;
-      throw unauthorized(inQuery ? 'server keys go in the Authorization header, never in the URL' : 'missing credentials: Authorization: Bearer <token or server key>');
-    }
+    if (!credential) throw missingCredentials(new URL(req.url ?? '/', 'http://x').searchParams.get('token'));
     if (!credential.startsWith(SERVER_KEY_PREFIX)) return this.deps.verifier.verify(credential);
-    let found: { id: string; tenant: string } | null;
-    try {
-      found = await this.deps.keys.verify(credential);
-    } catch (err) {
-      throw err instanceof StreamgateError ? err : unavailable('cannot verify server key', err);
-    }
-    if (!found) throw unauthorized('invalid or revoked server key');
-    return { kind: 'server', tenant: found.tenant, keyId: found.id };
+    return serverKeyPrincipal(this.deps.keys, credential);
   }
 }
 
