@@ -196,23 +196,16 @@ export class RedisPresence {
    */
   async connectionsTouch(refs: ReadonlyArray<Omit<PresenceRef, 'channel'>>, ttlMs: number, renewal: boolean): Promise<void> {
     const now = Date.now();
+    const byKey = groupBy(refs, (r) => this.keys.userConnections(r.tenant, r.userId));
     if (renewal) {
-      const byKey = new Map<string, string[]>();
-      for (const r of refs) {
-        const key = this.keys.userConnections(r.tenant, r.userId);
-        let ids = byKey.get(key);
-        if (!ids) byKey.set(key, (ids = []));
-        ids.push(r.connectionId);
-      }
+      const ids = new Map([...byKey].map(([key, group]) => [key, group.map((r) => r.connectionId)]));
       try {
-        return await renewSortedSets(this.redis, byKey, now + ttlMs, ttlMs + KEY_TTL_SLACK_MS, false);
+        return await renewSortedSets(this.redis, ids, now + ttlMs, ttlMs + KEY_TTL_SLACK_MS, false);
       } catch (err) {
         throw toEngineError(err, 'renewing connections');
       }
     }
-    const groups = groupBy(refs, (r) => `${r.tenant}\u0000${r.userId}`);
-    return inChunks(this.redis, [...groups.values()], (p, group) => {
-      const key = this.keys.userConnections(group[0]!.tenant, group[0]!.userId);
+    return inChunks(this.redis, [...byKey], (p, [key, group]) => {
       p.zremrangebyscore(key, '-inf', now);
       const args: Array<string | number> = [];
       for (const r of group) args.push(now + ttlMs, r.connectionId);
@@ -220,6 +213,7 @@ export class RedisPresence {
       p.pexpire(key, ttlMs + KEY_TTL_SLACK_MS);
     }, 'renewing connections');
   }
+
 
   async userSet(tenant: string, userId: string, state: UserState): Promise<void> {
     const fields: string[] = [];
