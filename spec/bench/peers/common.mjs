@@ -184,6 +184,25 @@ export function publishServer(emit) {
   });
 }
 
+/**
+ * Server side of a peer: listen on PORT (0) and say where; on SIGTERM or SIGINT run
+ * `close(done)` once and exit when it calls `done`, or after 3 s at the latest.
+ */
+export function servePeer(server, close) {
+  server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
+    console.error(`peer: listening on http://127.0.0.1:${server.address().port}`);
+  });
+  let closing = false;
+  const shutdown = () => {
+    if (closing) return;
+    closing = true;
+    setTimeout(() => process.exit(0), 3000).unref();
+    close(() => process.exit(0));
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
+
 /** Server side of a peer: exit when the parent (the bench) is gone. */
 export function exitWithParent() {
   const parent = process.ppid;

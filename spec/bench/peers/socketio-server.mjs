@@ -12,7 +12,7 @@
 import { createAdapter } from '@socket.io/redis-streams-adapter';
 import { Redis } from 'ioredis';
 import { Server } from 'socket.io';
-import { exitWithParent, publishServer } from './common.mjs';
+import { exitWithParent, publishServer, servePeer } from './common.mjs';
 
 exitWithParent();
 const stream = process.env.BENCH_STREAM || 'socket.io';
@@ -30,19 +30,9 @@ io.on('connection', (socket) => {
   });
 });
 
-server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
-  console.error(`peer: listening on http://127.0.0.1:${server.address().port}`);
-});
-
-let closing = false;
-function shutdown() {
-  if (closing) return;
-  closing = true;
-  setTimeout(() => process.exit(0), 3000).unref();
+servePeer(server, (done) =>
   io.close(() => {
     redis.disconnect();
-    process.exit(0);
-  });
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+    done();
+  }),
+);

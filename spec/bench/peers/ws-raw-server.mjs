@@ -11,7 +11,7 @@
  * env: PORT (0). Prints `peer: listening on http://127.0.0.1:<port>` on stderr once ready.
  */
 import { WebSocketServer } from 'ws';
-import { exitWithParent, publishServer } from './common.mjs';
+import { exitWithParent, publishServer, servePeer } from './common.mjs';
 
 exitWithParent();
 const HEARTBEAT_MS = 25_000;
@@ -68,19 +68,9 @@ const heartbeat = setInterval(() => {
   }
 }, HEARTBEAT_MS);
 
-server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
-  console.error(`peer: listening on http://127.0.0.1:${server.address().port}`);
-});
-
-let closing = false;
-function shutdown() {
-  if (closing) return;
-  closing = true;
+servePeer(server, (done) => {
   clearInterval(heartbeat);
-  setTimeout(() => process.exit(0), 3000).unref();
   for (const ws of wss.clients) ws.terminate();
   wss.close();
-  server.close(() => process.exit(0));
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+  server.close(done);
+});
